@@ -1,0 +1,3 @@
+from launchyard.cli.main import main
+
+main()

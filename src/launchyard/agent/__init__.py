@@ -1,0 +1,1 @@
+"""The agent: claims runs for its queues and launches them through a backend."""

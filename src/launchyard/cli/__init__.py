@@ -1,0 +1,1 @@
+"""The `launchyard` command line: one module per command group."""

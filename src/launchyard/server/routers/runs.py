@@ -1,0 +1,102 @@
+"""Runs: submit, list, show, cancel, and logs (with a long poll to follow them)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from launchyard.server.deps import Caller, State
+from launchyard.server.schemas.runs import (
+    LogsResponse,
+    RunListResponse,
+    RunResponse,
+    RunSubmitRequest,
+)
+from launchyard.server.services import runs as service
+from launchyard.server.services.auth import Role
+from launchyard.server.services.entities import get_entity, get_project
+from launchyard.server.services.queues import get_queue
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+
+
+@router.post("/entities/{entity}/runs", status_code=201)
+def submit(entity: str, req: RunSubmitRequest, state: State, who: Caller) -> RunResponse:
+    with state.db.session() as sess:
+        run = service.submit(sess, who, get_entity(sess, entity), req)
+        response = service.to_response(sess, run, detail=False)
+    state.notifier.notify()
+    return response
+
+
+@router.get("/entities/{entity}/runs")
+def list_runs(
+    entity: str,
+    state: State,
+    who: Caller,
+    queue: str | None = None,
+    project: str | None = None,
+    run_state: Annotated[list[str] | None, Query(alias="state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    before: int | None = None,
+) -> RunListResponse:
+    with state.db.session() as sess:
+        ent = get_entity(sess, entity)
+        who.require(ent, Role.VIEWER, "listing runs")
+        rows, cursor = service.list_runs(
+            sess,
+            ent,
+            queue=get_queue(sess, ent, queue) if queue else None,
+            project=get_project(sess, ent, project) if project else None,
+            states=service.parse_states(run_state),
+            limit=limit,
+            before=before,
+        )
+        names = service.Names(sess)
+        return RunListResponse(
+            runs=[service.to_response(sess, r, names, detail=False) for r in rows],
+            next_cursor=cursor,
+        )
+
+
+@router.get("/runs/{run_id}")
+def show(run_id: str, state: State, who: Caller) -> RunResponse:
+    with state.db.session() as sess:
+        run = service.get_run(sess, who, run_id)
+        return service.to_response(sess, run, lease_ttl_s=state.settings.lease_ttl_s)
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel(run_id: str, state: State, who: Caller) -> RunResponse:
+    with state.db.session() as sess:
+        run = service.cancel(sess, who, service.get_run(sess, who, run_id, Role.MEMBER))
+        response = service.to_response(sess, run, detail=False)
+    state.notifier.notify()
+    return response
+
+
+@router.get("/runs/{run_id}/logs")
+async def logs(
+    run_id: str,
+    state: State,
+    who: Caller,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    wait: Annotated[float, Query(ge=0, le=60)] = 0,
+) -> LogsResponse:
+    """Log text from ``offset``; with ``wait``, held until there is more or the run ends."""
+
+    def read() -> LogsResponse:
+        with state.db.session() as sess:
+            return service.read_logs(sess, service.get_run(sess, who, run_id), offset)
+
+    deadline = time.monotonic() + wait
+    while True:
+        version = state.notifier.version
+        page = await run_in_threadpool(read)
+        remaining = deadline - time.monotonic()
+        if page.text or page.done or remaining <= 0:
+            return page
+        await state.notifier.wait(version, remaining)

@@ -1,0 +1,398 @@
+"""Runs: submission (validate, render, record the job), reads, cancel, logs.
+
+Only services change a run's state; every change goes through
+:func:`transition`, which stores the time, the reason and the phase.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from launchyard import templating
+from launchyard.errors import InvalidInputError, NotFoundError
+from launchyard.models.resources import Resource, gpu_demand
+from launchyard.models.runs import Phase, Priority, RunState
+from launchyard.scheduling import AgentView, explain_wait
+from launchyard.server.schemas.runs import (
+    LogsResponse,
+    RunResponse,
+    RunSubmitRequest,
+    TransitionResponse,
+)
+from launchyard.server.services import jobs as jobs_service
+from launchyard.server.services.auth import Principal, Role, now
+from launchyard.server.services.entities import get_or_create_project
+from launchyard.server.services.queues import get_queue
+from launchyard.server.tables import (
+    AgentRow,
+    EntityRow,
+    JobRow,
+    ProjectRow,
+    QueueRow,
+    RunLogRow,
+    RunRow,
+    RunTransitionRow,
+    UserRow,
+)
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+LOG_PAGE_CHARS = 1_000_000
+
+
+def new_run_id() -> str:
+    # Starts with a letter so it is a valid DNS-1123 label and container name.
+    return secrets.choice(string.ascii_lowercase) + "".join(
+        secrets.choice(_ID_ALPHABET) for _ in range(9)
+    )
+
+
+def transition(
+    sess: Session, run: RunRow, state: RunState, reason: str | None, phase: Phase
+) -> None:
+    at = now()
+    run.state = state.value
+    if reason is not None or state.is_terminal:
+        run.reason = reason
+    if state is RunState.RUNNING and run.started_at is None:
+        run.started_at = at
+    if state.is_terminal:
+        run.ended_at = at
+    sess.add(
+        RunTransitionRow(
+            run_id=run.id,
+            state=state.value,
+            at=at,
+            reason=reason,
+            phase=phase.value,
+            attempt=run.attempt,
+        )
+    )
+
+
+def _check_env(run_env: dict[str, str], queue_env: dict[str, Any]) -> None:
+    for key in run_env:
+        if key.startswith("LAUNCHYARD_"):
+            raise InvalidInputError(
+                f"env {key}: names starting with LAUNCHYARD_ are set by launchyard itself",
+                fields={"field": "env", "value": key},
+            )
+        if key in queue_env:
+            raise InvalidInputError(
+                f"env {key}: the queue's config sets it and a run may not change it; "
+                "ask a queue admin or use another name",
+                fields={"field": "env", "value": key},
+            )
+
+
+def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitRequest) -> RunRow:
+    who.require(entity, Role.MEMBER, "launching a run")
+    if req.idempotency_key:
+        existing = sess.execute(
+            select(RunRow).where(RunRow.idempotency_key == f"{entity.id}:{req.idempotency_key}")
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing
+    queue = get_queue(sess, entity, req.queue)
+    project = get_or_create_project(sess, entity, req.project)
+
+    image, command, env = req.image, list(req.command or []), dict(req.env)
+    values, run_config = dict(req.values), dict(req.config or {})
+    job: JobRow | None = None
+    job_version: int | None = None
+    if req.job:
+        job, version = jobs_service.resolve(sess, project, jobs_service.parse_ref(req.job))
+        job_version = version.version
+        spec = version.spec
+        image = image or spec.get("image")
+        command = command or list(spec.get("command") or [])
+        env = {**spec.get("env", {}), **env}
+        values = {**spec.get("values", {}), **values}
+        run_config = {**spec.get("config", {}), **run_config}
+
+    resource = Resource(queue.resource)
+    if resource is Resource.LOCAL and not command:
+        raise InvalidInputError(
+            f"queue '{queue.name}' runs commands on the agent's machine (resource local): "
+            "give the command after `--`, e.g. `launchyard launch -q QUEUE -- python train.py`"
+            + (f"; image {image!r} needs a docker queue" if image else ""),
+            fields={"field": "command"},
+        )
+    priority = req.priority or Priority.MEDIUM
+    if req.priority not in (None, Priority.MEDIUM) and not queue.priority_enabled:
+        raise InvalidInputError(
+            f"queue '{queue.name}' does not enable priorities; drop --priority or ask an admin "
+            "to set `priority: enabled` on the queue",
+            fields={"field": "priority", "value": priority.value},
+        )
+
+    run_id = new_run_id()
+    name = req.name or run_id
+    resolved_values = templating.resolve_values(queue.variables, values, queue=queue.name)
+    macros = {
+        "image_uri": image,
+        "project_name": project.name,
+        "entity_name": entity.name,
+        "run_id": run_id,
+        "run_name": name,
+        "queue_name": queue.name,
+        "author": who.name,
+    }
+    tree = templating.parse_config(queue.config_text)
+    rendered = templating.render(tree, resolved_values, macros)
+    if not isinstance(rendered, dict):  # parse_config guarantees a mapping
+        raise InvalidInputError("the queue's config must render to a mapping")
+    gpus = gpu_demand(resource, rendered)
+    queue_env = rendered.get("env") or {}
+    _check_env(env, queue_env)
+
+    if job is None:
+        job_name = req.job_name or jobs_service.derive_name(image, command)
+        spec = {
+            "image": image,
+            "command": command,
+            "env": env,
+            "config": run_config,
+            "values": dict(req.values),
+        }
+        version = jobs_service.record(sess, project, job_name, spec)
+        job_id, job_version = version.job_id, version.version
+    else:
+        job_id = job.id
+
+    at = now()
+    run = RunRow(
+        id=run_id,
+        name=name,
+        entity_id=entity.id,
+        project_id=project.id,
+        queue_id=queue.id,
+        job_id=job_id,
+        job_version=job_version,
+        author_id=who.user_id,
+        state=RunState.QUEUED.value,
+        priority_rank=priority.rank,
+        image=image,
+        command=command,
+        env=env,
+        values=resolved_values,
+        run_config=run_config,
+        resolved_config=rendered,
+        gpus=gpus,
+        attempt=0,
+        queued_at=at,
+        created_at=at,
+        gpu_ids=[],
+        log_bytes=0,
+        log_chars=0,
+        cancel_requested=False,
+        idempotency_key=f"{entity.id}:{req.idempotency_key}" if req.idempotency_key else None,
+    )
+    sess.add(run)
+    sess.flush()
+    transition(sess, run, RunState.QUEUED, f"submitted by {who.name}", Phase.SERVER)
+    return run
+
+
+def get_run(sess: Session, who: Principal, run_id: str, role: Role = Role.VIEWER) -> RunRow:
+    run = sess.execute(select(RunRow).where(RunRow.id == run_id)).scalar_one_or_none()
+    if run is None or not (who.is_superuser or run.entity_id in who.roles):
+        # The same answer for "not yours" as for "absent": ids are not enumerable.
+        raise NotFoundError(f"run '{run_id}' does not exist", fields={"run": run_id})
+    entity = sess.get(EntityRow, run.entity_id)
+    assert entity is not None
+    who.require(entity, role, "this action on a run")
+    return run
+
+
+def cancel(sess: Session, who: Principal, run: RunRow) -> RunRow:
+    if RunState(run.state).is_terminal:
+        return run
+    if run.state == RunState.QUEUED.value:
+        transition(
+            sess, run, RunState.CANCELLED, f"cancelled by {who.name} while queued", Phase.SERVER
+        )
+    else:
+        run.cancel_requested = True  # the agent stops it and reports `cancelled`
+    return run
+
+
+def list_runs(
+    sess: Session,
+    entity: EntityRow,
+    *,
+    queue: QueueRow | None = None,
+    project: ProjectRow | None = None,
+    states: list[RunState] | None = None,
+    limit: int = 50,
+    before: int | None = None,
+) -> tuple[list[RunRow], int | None]:
+    """Newest first, paged by `seq` (a cursor: fast at any depth)."""
+    query = select(RunRow).where(RunRow.entity_id == entity.id)
+    if queue is not None:
+        query = query.where(RunRow.queue_id == queue.id)
+    if project is not None:
+        query = query.where(RunRow.project_id == project.id)
+    if states:
+        query = query.where(RunRow.state.in_([s.value for s in states]))
+    if before is not None:
+        query = query.where(RunRow.seq < before)
+    rows = list(sess.execute(query.order_by(RunRow.seq.desc()).limit(limit + 1)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].seq if more and rows else None)
+
+
+def queue_position(sess: Session, run: RunRow) -> int:
+    ahead = sess.execute(
+        select(func.count())
+        .select_from(RunRow)
+        .where(
+            RunRow.queue_id == run.queue_id,
+            RunRow.state == RunState.QUEUED.value,
+            or_(
+                RunRow.priority_rank < run.priority_rank,
+                and_(RunRow.priority_rank == run.priority_rank, RunRow.seq < run.seq),
+            ),
+        )
+    ).scalar_one()
+    return int(ahead) + 1
+
+
+def agent_views(sess: Session, queue_id: int, lease_ttl_s: float) -> list[AgentView]:
+    rows = sess.execute(select(AgentRow)).scalars()
+    cutoff = now().timestamp() - lease_ttl_s
+    return [
+        AgentView(
+            name=a.name,
+            alive=a.state != "stopped" and a.last_seen_at.timestamp() >= cutoff,
+            draining=a.state == "draining",
+            free_gpus=a.free_gpus,
+            total_gpus=len(a.gpu_ids),
+            free_slots=a.free_slots,
+        )
+        for a in rows
+        if queue_id in a.queue_ids
+    ]
+
+
+class Names:
+    """Caches id → name lookups while building many responses."""
+
+    def __init__(self, sess: Session) -> None:
+        self.sess = sess
+        self._cache: dict[tuple[type[Any], int], str] = {}
+
+    def of(self, table: type[Any], row_id: int | None) -> str | None:
+        if row_id is None:
+            return None
+        key = (table, row_id)
+        if key not in self._cache:
+            row = self.sess.get(table, row_id)
+            self._cache[key] = row.name if row is not None else "?"
+        return self._cache[key]
+
+
+def to_response(
+    sess: Session,
+    run: RunRow,
+    names: Names | None = None,
+    *,
+    detail: bool = True,
+    lease_ttl_s: float = 30.0,
+) -> RunResponse:
+    names = names or Names(sess)
+    transitions: list[TransitionResponse] = []
+    position = waiting = None
+    if detail:
+        rows = sess.execute(
+            select(RunTransitionRow)
+            .where(RunTransitionRow.run_id == run.id)
+            .order_by(RunTransitionRow.id)
+        ).scalars()
+        transitions = [
+            TransitionResponse(
+                state=t.state, at=t.at, reason=t.reason, phase=t.phase, attempt=t.attempt
+            )
+            for t in rows
+        ]
+        if run.state == RunState.QUEUED.value:
+            position = queue_position(sess, run)
+            waiting = explain_wait(run.gpus, agent_views(sess, run.queue_id, lease_ttl_s))
+    return RunResponse(
+        id=run.id,
+        name=run.name,
+        entity=names.of(EntityRow, run.entity_id) or "?",
+        project=names.of(ProjectRow, run.project_id) or "?",
+        queue=names.of(QueueRow, run.queue_id) or "?",
+        state=run.state,
+        priority=Priority.from_rank(run.priority_rank).value,
+        job=names.of(JobRow, run.job_id),
+        job_version=f"v{run.job_version}" if run.job_version is not None else None,
+        image=run.image,
+        command=list(run.command),
+        env=dict(run.env),
+        values=dict(run.values),
+        config=dict(run.run_config),
+        resolved_config=dict(run.resolved_config),
+        gpus=run.gpus,
+        gpu_ids=list(run.gpu_ids),
+        attempt=run.attempt,
+        author=names.of(UserRow, run.author_id) or "?",
+        agent=names.of(AgentRow, run.agent_id),
+        exit_code=run.exit_code,
+        reason=run.reason,
+        position=position,
+        waiting_reason=waiting,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        transitions=transitions,
+    )
+
+
+def read_logs(sess: Session, run: RunRow, offset: int) -> LogsResponse:
+    """Log text from character ``offset`` on (at most about a megabyte per call)."""
+    chunks = list(
+        sess.execute(
+            select(RunLogRow)
+            .where(
+                RunLogRow.run_id == run.id, RunLogRow.offset + func.length(RunLogRow.text) > offset
+            )
+            .order_by(RunLogRow.offset)
+            .limit(1000)
+        ).scalars()
+    )
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        piece = chunk.text[max(offset - chunk.offset, 0) :]
+        parts.append(piece)
+        size += len(piece)
+        if size >= LOG_PAGE_CHARS:
+            break
+    text = "".join(parts)
+    next_offset = offset + len(text)
+    done = RunState(run.state).is_terminal and next_offset >= run.log_chars
+    return LogsResponse(text=text, offset=offset, next_offset=next_offset, done=done)
+
+
+def parse_states(raw: list[str] | None) -> list[RunState] | None:
+    if not raw:
+        return None
+    out = []
+    for item in raw:
+        for part in item.split(","):
+            try:
+                out.append(RunState(part.strip()))
+            except ValueError:
+                raise InvalidInputError(
+                    f"state {part!r} is not a run state; use one of: "
+                    + ", ".join(s.value for s in RunState),
+                    fields={"field": "state", "value": part},
+                ) from None
+    return out
