@@ -8,6 +8,7 @@ Nothing is read at import time: settings are built where a process starts.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,8 @@ class AgentSettings(BaseSettings):
     gpus: str = "all"
     """"all" (found through NVML), "none", or a list of device ids like "0,1,2,3"."""
     state_dir: Path | None = None
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Options per backend, e.g. ``{"docker": {"base_url": "unix:///var/run/docker.sock"}}``."""
     cancel_grace_s: float = Field(default=10.0, ge=0)
     log_interval_s: float = Field(default=0.5, gt=0)
     poll_interval_s: float = Field(default=0.2, gt=0)

@@ -20,15 +20,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeBackend, MakeSpec
 
 import launchyard.backends
 from launchyard.backends import get_backend_class
-from launchyard.backends.base import Backend, Handle, Observation, Phase
+from launchyard.backends.base import Backend, Handle, LaunchSpec, Observation, Phase
 from launchyard.backends.local import MAX_LOG_CHUNK, LocalBackend
 from launchyard.errors import InvalidInputError
 
 local_only = pytest.mark.parametrize("backend_name", ["local"])
+
+MakeBackend = Callable[..., Backend]  # the fixtures in conftest.py
+MakeSpec = Callable[..., LaunchSpec]
 
 SRC_DIR = Path(launchyard.backends.__file__).resolve().parents[2]
 
@@ -61,7 +63,7 @@ async def wait_until(
 
 
 async def read_all(backend: Backend, handle: Handle, offset: int = 0) -> str:
-    parts = []
+    parts: list[str] = []
     while True:
         chunk = await backend.read_logs(handle, offset)
         if chunk.next_offset == offset:
@@ -609,6 +611,20 @@ def test_a_log_split_at_the_chunk_size(backend: Backend, make_spec: MakeSpec) ->
         assert (rest.text, rest.next_offset) == ("€", MAX_LOG_CHUNK + 2)
 
     asyncio.run(scenario())
+
+
+def test_class_methods_for_the_server_and_agent(tmp_path: Path) -> None:
+    assert LocalBackend.assigns_gpus
+    LocalBackend.check_config({"gpus": "{{gpus}}", "env": {"A": "{{a}}"}})  # a template
+    assert LocalBackend.gpu_demand({"gpus": 3}) == 3
+    assert LocalBackend.gpu_demand({}) == 0
+    backend = LocalBackend.create(
+        state_dir=tmp_path, lease_ttl_s=5.0, options={"python": sys.executable}
+    )
+    assert isinstance(backend, LocalBackend)
+    assert (backend.state_dir, backend.lease_ttl_s) == (tmp_path.resolve(), 5.0)
+    with pytest.raises(InvalidInputError, match="no option 'docker_host'"):
+        LocalBackend.create(state_dir=tmp_path, lease_ttl_s=5.0, options={"docker_host": "x"})
 
 
 def test_get_backend_class() -> None:

@@ -24,6 +24,7 @@ import socket
 from typing import Any
 
 from launchyard.agent.store import InFlight, Store
+from launchyard.backends import get_backend_class, known_resources
 from launchyard.backends.base import Backend, Handle, LaunchSpec, Observation, Phase
 from launchyard.client import AgentClient
 from launchyard.config import AgentSettings, default_data_dir
@@ -89,8 +90,8 @@ class Agent:
     # ---- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self._register()
-        self._ensure_local_backend()
+        resources = await self._register()
+        self._create_backends(resources)
         await self._adopt()
         loops = [
             asyncio.create_task(self._claim_loop(), name="claim"),
@@ -121,14 +122,14 @@ class Agent:
         for backend in self.backends.values():
             await backend.close()
 
-    async def _register(self) -> None:
+    async def _register(self) -> list[str]:
         body = {
             "name": self.name,
             "hostname": socket.gethostname(),
             "queues": self.settings.queues,
             "max_jobs": self.settings.max_jobs,
             "gpu_ids": self.gpu_ids,
-            "resources": ["local"],
+            "resources": known_resources(),
         }
         delay = 0.2
         while True:
@@ -141,6 +142,7 @@ class Agent:
                 delay = min(delay * 2, RETRY_MAX_S)
         self.agent_id = int(reply["id"])
         self.lease_ttl_s = float(reply["lease_ttl_s"])
+        resources = sorted({q["resource"] for q in reply["queues"]})
         log.info(
             "agent %s (id %s) serving %s with %d GPU(s) %s and %d slot(s)",
             self.name,
@@ -150,14 +152,17 @@ class Agent:
             self.gpu_ids,
             self.settings.max_jobs,
         )
+        return resources
 
-    def _ensure_local_backend(self) -> None:
-        if "local" not in self.backends:
-            from launchyard.backends.local import LocalBackend
-
-            self.backends["local"] = LocalBackend(
-                self.state_dir / "local", lease_ttl_s=self.lease_ttl_s
-            )
+    def _create_backends(self, resources: list[str]) -> None:
+        """One backend per kind of queue served; a missing SDK fails here, naming the extra."""
+        for resource in resources:
+            if resource not in self.backends:
+                self.backends[resource] = get_backend_class(resource).create(
+                    state_dir=self.state_dir / resource,
+                    lease_ttl_s=self.lease_ttl_s,
+                    options=self.settings.backends.get(resource, {}),
+                )
 
     async def _adopt(self) -> None:
         """Take back what a previous process of this agent left running."""
@@ -209,7 +214,8 @@ class Agent:
 
     def _accept(self, claimed: dict[str, Any]) -> None:
         free = self.free_gpu_ids()
-        gpus = int(claimed["gpus"])
+        backend = self.backends.get(claimed["resource"])
+        gpus = int(claimed["gpus"]) if backend is not None and backend.assigns_gpus else 0
         if gpus > len(free):  # the server's view was stale: give it back at once
             log.error(
                 "run %s needs %d GPUs, %d free; handing it back", claimed["id"], gpus, len(free)
@@ -280,17 +286,24 @@ class Agent:
         self.store.save(rec)
         if rec.cancel_requested:
             await backend.cancel(handle, self.settings.cancel_grace_s)
+        # Report `running` at once when the engine already runs it (local, docker);
+        # otherwise the watch loop reports it when the engine starts it.
+        await self._report_progress(rec, await backend.poll(handle))
+
+    async def _report_progress(self, rec: InFlight, obs: Observation) -> None:
+        """Tell the server a launched run is running, or why the engine keeps it pending."""
         try:
-            await self._report(
-                rec,
-                RunState.RUNNING,
-                f"running on {self.name}",
-                phase="run",
-                handle=rec.handle,
-                gpu_ids=rec.gpu_ids,
-            )
-        except LaunchyardError as exc:  # the watch loop still reports how it ends
-            log.warning("could not report run %s as running: %s", rec.run_id, exc)
+            if obs.phase is Phase.RUNNING and not rec.reported_running:
+                await self._report(rec, RunState.RUNNING, f"running on {self.name}", phase="run",
+                                   handle=rec.handle, gpu_ids=rec.gpu_ids)
+                rec.reported_running = True
+                self.store.save(rec)
+            elif obs.phase is Phase.PENDING and obs.reason and obs.reason != rec.pending_reason:
+                await self._report(rec, RunState.STARTING, obs.reason, phase="launch",
+                                   handle=rec.handle)
+                rec.pending_reason = obs.reason
+        except LaunchyardError as exc:  # the watch loop tries again on its next tick
+            log.warning("could not report progress of run %s: %s", rec.run_id, exc)
 
     # ---- watching -------------------------------------------------------------------------
 
@@ -311,6 +324,8 @@ class Agent:
             return  # keep the output on disk; upload it once the server is back
         if obs.phase.is_terminal:
             await self._finish(rec, backend, handle, obs)
+        else:
+            await self._report_progress(rec, obs)
 
     async def _upload_logs(
         self, rec: InFlight, backend: Backend, handle: Handle, *, drain: bool

@@ -25,6 +25,7 @@ class InFlight:
     log_offset: int = 0
     cancel_requested: bool = False
     reported_running: bool = False
+    pending_reason: str | None = None
 
 
 class Store:

@@ -23,3 +23,8 @@ def get_backend_class(resource: str) -> type[Backend]:
         ) from None
     backend_class: type[Backend] = getattr(importlib.import_module(module_name), class_name)
     return backend_class
+
+
+def known_resources() -> list[str]:
+    """Resources with a backend in this release (their optional SDK may still be missing)."""
+    return sorted(_BACKENDS)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,39 @@ class LogChunk:
 
 
 class Backend:
-    """Base class: override ``launch``, ``poll`` and ``cancel``; the rest is opt-in."""
+    """Base class: override ``launch``, ``poll`` and ``cancel``; the rest is opt-in.
 
-    name: str = "base"
+    The class methods are used by the server too (queue creation, submission),
+    so a backend module must import its engine SDK lazily, inside ``create``
+    or the instance methods, never at module level.
+    """
+
+    name: ClassVar[str] = "base"
+    assigns_gpus: ClassVar[bool] = False
+    """True when the agent owns the GPUs and picks device ids (local, docker);
+    False when the engine's scheduler places work (kubernetes, slurm, ray)."""
+
+    @classmethod
+    def create(cls, *, state_dir: Path, lease_ttl_s: float, options: dict[str, Any]) -> Backend:
+        """Build the backend an agent uses; ``options`` is the agent config's section for it."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Refuse a queue config this backend cannot run (raise InvalidInputError).
+
+        Called at queue creation on the parsed template (placeholders still
+        in it, e.g. ``'{{gpus}}'``) and at submission on the rendered config.
+        """
+
+    @classmethod
+    def gpu_demand(cls, config: dict[str, Any]) -> int:
+        """GPUs one run of this rendered config asks for (scheduled by us if ``assigns_gpus``)."""
+        return 0
 
     def validate_config(self, config: dict[str, Any]) -> None:
         """Refuse a rendered config this backend cannot run (raise InvalidInputError)."""
+        self.check_config(config)
 
     async def launch(self, spec: LaunchSpec) -> Handle:
         raise NotImplementedError

@@ -37,7 +37,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from launchyard.backends import _supervisor as sup
 from launchyard.backends.base import Backend, Handle, LaunchSpec, LogChunk, Observation, Phase
@@ -58,7 +58,8 @@ _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 class LocalBackend(Backend):
     """Runs attempts as process groups on this machine, each watched by a supervisor."""
 
-    name = "local"
+    name: ClassVar[str] = "local"
+    assigns_gpus: ClassVar[bool] = True
 
     def __init__(
         self, state_dir: Path, *, lease_ttl_s: float = 30.0, python: str = sys.executable
@@ -72,7 +73,27 @@ class LocalBackend(Backend):
 
     # -- the interface -----------------------------------------------------------------
 
-    def validate_config(self, config: dict[str, Any]) -> None:
+    @classmethod
+    def create(cls, *, state_dir: Path, lease_ttl_s: float, options: dict[str, Any]) -> Backend:
+        """``options`` may name ``python``, the interpreter that runs the supervisors."""
+        unknown = sorted(set(options) - {"python"})
+        if unknown:
+            raise InvalidInputError(
+                f"the local backend has no option {unknown[0]!r}; known options: python",
+                fields={"option": unknown[0], "known": ["python"]},
+            )
+        python = options.get("python", sys.executable)
+        if not isinstance(python, str):
+            raise InvalidInputError(f"python must be a path to an interpreter, got {python!r}")
+        return cls(state_dir, lease_ttl_s=lease_ttl_s, python=python)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Only ``gpus``, ``env``, ``working_dir`` and ``cache_dir``, of the right types.
+
+        A queue template may still hold placeholders (``gpus: '{{gpus}}'``): those pass
+        here and are checked again once rendered.
+        """
         for key in config:
             if key not in ALLOWED_CONFIG_KEYS:
                 raise InvalidInputError(
@@ -81,12 +102,12 @@ class LocalBackend(Backend):
                     fields={"key": key, "allowed": list(ALLOWED_CONFIG_KEYS)},
                 )
         gpus = config.get("gpus", 0)
-        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        if not _placeholder(gpus) and (not _whole(gpus) or gpus < 0):
             raise InvalidInputError(f"gpus must be a whole number >= 0, got {gpus!r}")
         env = config.get("env", {})
-        if not isinstance(env, Mapping):
+        if not isinstance(env, Mapping) and not _placeholder(env):
             raise InvalidInputError(f"env must be a mapping of names to values, got {env!r}")
-        for name, value in env.items():
+        for name, value in env.items() if isinstance(env, Mapping) else ():
             if not isinstance(name, str) or not isinstance(value, str | int | float | bool):
                 raise InvalidInputError(
                     f"env entry {name!r}: {value!r} must map a name to a string or number"
@@ -94,6 +115,11 @@ class LocalBackend(Backend):
         for key in ("working_dir", "cache_dir"):
             if key in config and not isinstance(config[key], str):
                 raise InvalidInputError(f"{key} must be a path (a string), got {config[key]!r}")
+
+    @classmethod
+    def gpu_demand(cls, config: dict[str, Any]) -> int:
+        gpus = config.get("gpus", 0)
+        return gpus if _whole(gpus) else 0
 
     async def launch(self, spec: LaunchSpec) -> Handle:
         self.validate_config(spec.config)
@@ -124,7 +150,11 @@ class LocalBackend(Backend):
             await asyncio.to_thread(shutil.rmtree, run_dir, True)
 
     async def live_handles(self) -> list[Handle]:
-        """Handles of the attempts whose supervisor is alive: what a restarted agent adopts."""
+        """Handles of the attempts still running (supervisor alive, no end recorded).
+
+        What a restarted agent adopts; runs that ended meanwhile are found by polling the
+        handles the server holds.
+        """
         return await asyncio.to_thread(self._live_handles)
 
     # -- launch ------------------------------------------------------------------------
@@ -286,7 +316,11 @@ class LocalBackend(Backend):
         handles = []
         for run_dir in sorted(self.runs_dir.iterdir()):
             record = sup.read_json(run_dir / sup.HANDLE_FILE)
-            if isinstance(record, dict) and _supervisor_alive(record.get("data")):
+            if (
+                isinstance(record, dict)
+                and _supervisor_alive(record.get("data"))
+                and not (run_dir / sup.EXIT_FILE).exists()  # ended, the supervisor is exiting
+            ):
                 handles.append(Handle.from_json(record))
         return handles
 
@@ -339,6 +373,14 @@ def _observation_from_exit(ended: dict[str, Any]) -> Observation:
     if ended.get("signal") == signal.SIGKILL and reason == "killed by signal SIGKILL":
         reason += SIGKILL_HINT
     return Observation(Phase.FAILED, exit_code=exit_code, reason=reason)
+
+
+def _placeholder(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _env_value(value: Any) -> str:

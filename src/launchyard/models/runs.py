@@ -37,7 +37,10 @@ AGENT_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.CLAIMED: frozenset(
         {RunState.STARTING, RunState.RUNNING, RunState.PREEMPTED} | TERMINAL_STATES
     ),
-    RunState.STARTING: frozenset({RunState.RUNNING, RunState.PREEMPTED} | TERMINAL_STATES),
+    # STARTING → STARTING records a new pending reason ("Insufficient nvidia.com/gpu").
+    RunState.STARTING: frozenset(
+        {RunState.STARTING, RunState.RUNNING, RunState.PREEMPTED} | TERMINAL_STATES
+    ),
     RunState.RUNNING: frozenset({RunState.RUNNING, RunState.PREEMPTED} | TERMINAL_STATES),
 }
 

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from launchyard import scheduling
+from launchyard.backends import get_backend_class
 from launchyard.errors import InvalidInputError, NotFoundError, StaleLeaseError
 from launchyard.models.runs import (
     ACTIVE_STATES,
@@ -144,11 +145,20 @@ def claim(
             query = query.with_for_update(skip_locked=True)
         rows = list(sess.execute(query).scalars())
         at = now()
+        queues = {
+            q.id: q
+            for q in sess.execute(
+                select(QueueRow).where(QueueRow.id.in_(agent.queue_ids))
+            ).scalars()
+        }
+        # GPUs count against the agent only where it assigns devices itself;
+        # on clusters the engine's scheduler places them.
+        agent_gpus = {qid: get_backend_class(q.resource).assigns_gpus for qid, q in queues.items()}
         decision = scheduling.pick(
             [
                 scheduling.Candidate(
                     run_id=r.id,
-                    gpus=r.gpus,
+                    gpus=r.gpus if agent_gpus[r.queue_id] else 0,
                     priority_rank=r.priority_rank,
                     seq=r.seq,
                     queued_at=r.queued_at.timestamp(),
@@ -165,12 +175,6 @@ def claim(
         )
         by_id = {r.id: r for r in rows}
         names = Names(sess)
-        queues = {
-            q.id: q
-            for q in sess.execute(
-                select(QueueRow).where(QueueRow.id.in_(agent.queue_ids))
-            ).scalars()
-        }
         for run_id in decision.picked:
             run = by_id[run_id]
             run.agent_id = agent.id
@@ -179,7 +183,7 @@ def claim(
             run.attempt += 1
             run.log_bytes = 0
             transition(sess, run, RunState.CLAIMED, f"claimed by agent {agent.name}", Phase.AGENT)
-            agent.free_gpus -= run.gpus
+            agent.free_gpus -= run.gpus if agent_gpus[run.queue_id] else 0
             agent.free_slots -= 1
             claimed.append(
                 ClaimedRun(

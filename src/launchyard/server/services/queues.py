@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from launchyard import templating
+from launchyard.backends import get_backend_class, known_resources
 from launchyard.errors import ConflictError, InvalidInputError, NotFoundError
-from launchyard.models.resources import SUPPORTED_RESOURCES, Resource, validate_config_keys
+from launchyard.models.resources import Resource
 from launchyard.server.services.auth import Principal, Role, now
 from launchyard.server.services.entities import check_name
 from launchyard.server.tables import EntityRow, QueueRow, RunRow
@@ -75,10 +76,10 @@ def parse_resource(value: str) -> Resource:
             f"resource {value!r} is not known; use one of: " + ", ".join(r.value for r in Resource),
             fields={"field": "resource", "value": value},
         ) from None
-    if resource not in SUPPORTED_RESOURCES:
+    if resource.value not in known_resources():
         raise InvalidInputError(
             f"resource '{value}' has no backend in this launchyard release; "
-            f"supported: {', '.join(r.value for r in SUPPORTED_RESOURCES)}",
+            f"supported: {', '.join(known_resources())}",
             fields={"field": "resource", "value": value},
         )
     return resource
@@ -89,7 +90,7 @@ def validate(resource: Resource, text: str, variables_raw: Any) -> dict[str, Any
     tree = templating.parse_config(text)
     variables = templating.parse_variables(variables_raw)
     templating.check_template(tree, variables)
-    validate_config_keys(resource, tree)
+    get_backend_class(resource.value).check_config(tree)
     return variables
 
 

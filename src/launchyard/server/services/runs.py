@@ -14,8 +14,9 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from launchyard import templating
+from launchyard.backends import get_backend_class
 from launchyard.errors import InvalidInputError, NotFoundError
-from launchyard.models.resources import Resource, gpu_demand
+from launchyard.models.resources import Resource
 from launchyard.models.runs import Phase, Priority, RunState
 from launchyard.scheduling import AgentView, explain_wait
 from launchyard.server.schemas.runs import (
@@ -146,7 +147,9 @@ def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitReque
     rendered = templating.render(tree, resolved_values, macros)
     if not isinstance(rendered, dict):  # parse_config guarantees a mapping
         raise InvalidInputError("the queue's config must render to a mapping")
-    gpus = gpu_demand(resource, rendered)
+    backend = get_backend_class(resource.value)
+    backend.check_config(rendered)
+    gpus = backend.gpu_demand(rendered)
     queue_env = rendered.get("env") or {}
     _check_env(env, queue_env)
 
