@@ -9,8 +9,6 @@ same state, as a restarted agent would (adoption).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,10 +16,7 @@ from typing import Any
 
 import pytest
 
-if importlib.util.find_spec("launchyard.backends") is None:  # not installed: use the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-
-from launchyard.backends.base import Backend, LaunchSpec  # noqa: E402
+from launchyard.backends.base import Backend, LaunchSpec
 
 BACKENDS = ["local"]
 

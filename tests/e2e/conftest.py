@@ -48,6 +48,8 @@ class LiveServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.agents: list[subprocess.Popen[bytes]] = []
         self.key = ""
+        self._logs: list[Any] = []
+        self._clients: dict[str, Client] = {}
 
     def start(self) -> None:
         args = [sys.executable, "-m", "launchyard", "server", "--port", str(self.port),
@@ -57,6 +59,7 @@ class LiveServer:
         env = {**os.environ, "LAUNCHYARD_LEASE_TTL_S": str(LEASE_TTL_S),
                "LAUNCHYARD_RESERVE_AFTER_S": "2", **self.extra_env}
         log = open(self.tmp / "server.log", "ab")  # noqa: SIM115
+        self._logs.append(log)
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
 
         def healthy() -> bool:
@@ -77,7 +80,11 @@ class LiveServer:
                 "LAUNCHYARD_CONFIG_DIR": str(self.tmp / "cli-config")}
 
     def client(self, key: str | None = None) -> Client:
-        return Client(self.host, key if key is not None else self.key)
+        """One client per key, closed with the server."""
+        api_key = key if key is not None else self.key
+        if api_key not in self._clients:
+            self._clients[api_key] = Client(self.host, api_key)
+        return self._clients[api_key]
 
     def cli(self, *args: str, key: str | None = None, check: bool = True,
             input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -96,6 +103,7 @@ class LiveServer:
                     ) -> subprocess.Popen[bytes]:
         state = self.tmp / f"agent-{name}"
         log = open(self.tmp / (log_name or f"agent-{name}.log"), "ab")  # noqa: SIM115
+        self._logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "launchyard", "launch-agent", "--name", name,
              "--state-dir", str(state), *args],
@@ -124,6 +132,10 @@ class LiveServer:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        for log in self._logs:
+            log.close()
+        for client in self._clients.values():
+            client.close()
 
 
 @pytest.fixture

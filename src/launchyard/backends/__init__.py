@@ -9,6 +9,7 @@ from launchyard.errors import InvalidInputError
 
 _BACKENDS: dict[str, tuple[str, str]] = {
     "local": ("launchyard.backends.local", "LocalBackend"),
+    "docker": ("launchyard.backends.docker", "DockerBackend"),
 }
 
 

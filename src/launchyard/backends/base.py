@@ -168,6 +168,10 @@ class Backend:
         stops renewing is killed before the server hands it to anyone else.
         """
 
+    async def live_handles(self) -> list[Handle]:
+        """What this backend still runs for this agent (found by labels/names), for adoption."""
+        return []
+
     async def release(self, handle: Handle) -> None:
         """Forget a finished attempt once its end has been reported (clean up)."""
 

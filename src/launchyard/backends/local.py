@@ -104,7 +104,7 @@ class LocalBackend(Backend):
         gpus = config.get("gpus", 0)
         if not _placeholder(gpus) and (not _whole(gpus) or gpus < 0):
             raise InvalidInputError(f"gpus must be a whole number >= 0, got {gpus!r}")
-        env = config.get("env", {})
+        env = config.get("env") or {}
         if not isinstance(env, Mapping) and not _placeholder(env):
             raise InvalidInputError(f"env must be a mapping of names to values, got {env!r}")
         for name, value in env.items() if isinstance(env, Mapping) else ():
@@ -179,6 +179,8 @@ class LocalBackend(Backend):
             sup.write_json_atomic(run_dir / sup.ENV_FILE, env, mode=0o600)  # may hold secrets
             (run_dir / sup.LEASE_FILE).touch()
             os.utime(run_dir / sup.LEASE_FILE)
+            # An agent killed between here and handle.json (microseconds) leaves a supervisor
+            # that a later launch does not see; everything else is found again.
             pid = self._start_supervisor(run_dir, cwd, spec.command)
             start_time = sup.process_start_time(pid)
             if start_time is None and not (run_dir / sup.EXIT_FILE).exists():
@@ -234,7 +236,7 @@ class LocalBackend(Backend):
 
     def _run_env(self, spec: LaunchSpec, run_dir: Path) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({str(k): _env_value(v) for k, v in spec.config.get("env", {}).items()})
+        env.update({str(k): _env_value(v) for k, v in (spec.config.get("env") or {}).items()})
         env.update({str(k): str(v) for k, v in spec.env.items()})
         env["LAUNCHYARD_RUN_ID"] = spec.run_id
         env["LAUNCHYARD_CONFIG_FILE"] = str(run_dir / sup.CONFIG_FILE)

@@ -49,7 +49,9 @@ def _root(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except LaunchyardError as exc:
         if _verbose:
             raise

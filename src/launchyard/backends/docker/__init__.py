@@ -1,0 +1,10 @@
+"""The ``docker`` backend (see :mod:`launchyard.backends.docker.backend`).
+
+Split in three: ``config`` (a queue's keys and rules, pure, used by the server),
+``backend`` (containers through the Docker SDK) and ``logs`` (a container's output
+mirrored into a file). The SDK is imported only when a backend is built.
+"""
+
+from launchyard.backends.docker.backend import DockerBackend
+
+__all__ = ["DockerBackend"]
