@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from k8s_mock.http import MockHTTPServer
 from k8s_mock.store import ApiError, Obj, Store, now
 
@@ -41,8 +42,10 @@ class MockKubernetes:
         self.drop_generation = 0
         self.watches_started = 0
         self.nodes: list[Obj] = [
-            {"metadata": {"name": f"gpu-node-{i}", "labels": {}},
-             "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"}}}
+            {
+                "metadata": {"name": f"gpu-node-{i}", "labels": {}},
+                "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"}},
+            }
             for i in range(3)
         ]
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -50,8 +53,9 @@ class MockKubernetes:
         self.store.on_pod_created.append(self._pod_created)
         self.store.on_pod_deleted.append(self._pod_deleted)
         self.http = MockHTTPServer(self)
-        self._thread = threading.Thread(target=self.http.serve_forever, daemon=True,
-                                        name="k8s-mock")
+        self._thread = threading.Thread(
+            target=self.http.serve_forever, daemon=True, name="k8s-mock"
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -76,11 +80,17 @@ class MockKubernetes:
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         """A kubeconfig whose current context talks to this server with its token."""
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "mock",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "mock",
             "clusters": [{"name": "mock", "cluster": {"server": self.url}}],
             "users": [{"name": "mock", "user": {"token": self.token or ""}}],
-            "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "mock",
-                                                      "namespace": namespace}}],
+            "contexts": [
+                {
+                    "name": "mock",
+                    "context": {"cluster": "mock", "user": "mock", "namespace": namespace},
+                }
+            ],
         }
         path.write_text(yaml.safe_dump(config))
         return path
@@ -113,59 +123,95 @@ class MockKubernetes:
     def _set_pod(self, job: str, ns: str, change: Any) -> Obj:
         return self.store.update("pods", ns, self.pod(job, ns)["metadata"]["name"], change)
 
-    def unschedulable(self, job: str, message: str = UNSCHEDULABLE_GPU, ns: str = "default"
-                      ) -> Obj:
+    def unschedulable(self, job: str, message: str = UNSCHEDULABLE_GPU, ns: str = "default") -> Obj:
         def change(pod: Obj) -> None:
-            pod["status"] = {"phase": "Pending", "conditions": [_cond(
-                "PodScheduled", "False", "Unschedulable", message)]}
+            pod["status"] = {
+                "phase": "Pending",
+                "conditions": [_cond("PodScheduled", "False", "Unschedulable", message)],
+            }
+
         return self._set_pod(job, ns, change)
 
     def waiting(self, job: str, reason: str, message: str = "", ns: str = "default") -> Obj:
         def change(pod: Obj) -> None:
-            pod["status"] = {"phase": "Pending", "conditions": [_cond("PodScheduled", "True")],
-                             "containerStatuses": [_cstatus(pod, {"waiting": {
-                                 "reason": reason, "message": message}})]}
+            pod["status"] = {
+                "phase": "Pending",
+                "conditions": [_cond("PodScheduled", "True")],
+                "containerStatuses": [
+                    _cstatus(pod, {"waiting": {"reason": reason, "message": message}})
+                ],
+            }
+
         return self._set_pod(job, ns, change)
 
     def running(self, job: str, ns: str = "default") -> Obj:
         def change(pod: Obj) -> None:
-            pod["status"] = {"phase": "Running", "startTime": now(),
-                             "conditions": [_cond("PodScheduled", "True"), _cond("Ready", "True")],
-                             "containerStatuses": [_cstatus(pod, {"running": {
-                                 "startedAt": now()}}, ready=True)]}
+            pod["status"] = {
+                "phase": "Running",
+                "startTime": now(),
+                "conditions": [_cond("PodScheduled", "True"), _cond("Ready", "True")],
+                "containerStatuses": [_cstatus(pod, {"running": {"startedAt": now()}}, ready=True)],
+            }
+
         return self._set_pod(job, ns, change)
 
-    def terminate(self, job: str, exit_code: int, reason: str | None = None,
-                  message: str | None = None, ns: str = "default") -> Obj:
+    def terminate(
+        self,
+        job: str,
+        exit_code: int,
+        reason: str | None = None,
+        message: str | None = None,
+        ns: str = "default",
+    ) -> Obj:
         """The container ended: Succeeded for 0, Failed otherwise (reason e.g. OOMKilled)."""
+
         def change(pod: Obj) -> None:
-            state = {"exitCode": exit_code, "reason": reason or (
-                "Completed" if exit_code == 0 else "Error"), "startedAt": now(),
-                "finishedAt": now()}
+            state = {
+                "exitCode": exit_code,
+                "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+                "startedAt": now(),
+                "finishedAt": now(),
+            }
             if message:
                 state["message"] = message
             conditions = [c for c in pod["status"].get("conditions", []) if c["type"] != "Ready"]
-            pod["status"] = {**pod["status"], "phase": "Succeeded" if exit_code == 0 else "Failed",
-                             "conditions": conditions, "containerStatuses": [_cstatus(
-                                 pod, {"terminated": state})]}
+            pod["status"] = {
+                **pod["status"],
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "conditions": conditions,
+                "containerStatuses": [_cstatus(pod, {"terminated": state})],
+            }
+
         return self._set_pod(job, ns, change)
 
-    def disrupt(self, job: str, reason: str = "PreemptionByScheduler",
-                message: str = "preempted by a higher-priority pod", ns: str = "default") -> Obj:
+    def disrupt(
+        self,
+        job: str,
+        reason: str = "PreemptionByScheduler",
+        message: str = "preempted by a higher-priority pod",
+        ns: str = "default",
+    ) -> Obj:
         """The pod's ``DisruptionTarget`` condition, then its end (as preemption does)."""
+
         def change(pod: Obj) -> None:
             pod["status"].setdefault("conditions", []).append(
-                _cond("DisruptionTarget", "True", reason, message))
+                _cond("DisruptionTarget", "True", reason, message)
+            )
+
         self._set_pod(job, ns, change)
         return self.terminate(job, 137, "Error", ns=ns)
 
     def deadline_exceeded(self, job: str, seconds: int = 60, ns: str = "default") -> Obj:
         def change(obj: Obj) -> None:
             msg = "Job was active longer than specified deadline"
-            obj.setdefault("status", {}).setdefault("conditions", []).extend([
-                _cond("FailureTarget", "True", "DeadlineExceeded", msg),
-                _cond("Failed", "True", "DeadlineExceeded", msg)])
+            obj.setdefault("status", {}).setdefault("conditions", []).extend(
+                [
+                    _cond("FailureTarget", "True", "DeadlineExceeded", msg),
+                    _cond("Failed", "True", "DeadlineExceeded", msg),
+                ]
+            )
             obj["status"]["active"] = 0
+
         job_obj = self.store.update("jobs", ns, job, change)
         for pod in self.objects("pods", ns, f"job-name={job}"):
             with contextlib.suppress(ApiError):
@@ -182,14 +228,16 @@ class MockKubernetes:
         names = [c["name"] for c in pod["spec"]["containers"]]
         container = query.get("container") or names[0]
         if container not in names:
-            raise ApiError(400, "BadRequest",
-                           f"container {container} is not valid for pod {name}")
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
         statuses = pod["status"].get("containerStatuses") or []
         state = next((s["state"] for s in statuses if s["name"] == container), {})
         if not state or "waiting" in state:
             why = (state.get("waiting") or {}).get("reason", "ContainerCreating")
-            raise ApiError(400, "BadRequest",
-                           f'container "{container}" in pod "{name}" is waiting to start: {why}')
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{name}" is waiting to start: {why}',
+            )
         with self.store.cond:
             data = bytes(self.store.logs.get((ns, name), b""))
         if query.get("limitBytes"):
@@ -219,15 +267,20 @@ class MockKubernetes:
                 value = str(var.get("value", ""))
                 for mount_path, local in root.items():
                     if value.startswith(mount_path):
-                        value = local + value[len(mount_path):]
+                        value = local + value[len(mount_path) :]
                 env[var["name"]] = value
             self.running(job, ns)
             if not argv:
                 self.terminate(job, 0, ns=ns)
                 return
-            proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    cwd=self._tmp.name)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self._tmp.name,
+            )
             self._procs[name] = proc
             assert proc.stdout is not None
             for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
@@ -265,8 +318,7 @@ class MockKubernetes:
         return mounted
 
 
-def _cond(type_: str, status: str, reason: str | None = None, message: str | None = None
-          ) -> Obj:
+def _cond(type_: str, status: str, reason: str | None = None, message: str | None = None) -> Obj:
     cond: Obj = {"type": type_, "status": status, "lastTransitionTime": now()}
     if reason:
         cond["reason"] = reason
@@ -277,8 +329,14 @@ def _cond(type_: str, status: str, reason: str | None = None, message: str | Non
 
 def _cstatus(pod: Obj, state: Obj, ready: bool = False) -> Obj:
     container = pod["spec"]["containers"][0]
-    return {"name": container["name"], "image": container.get("image", ""), "ready": ready,
-            "restartCount": 0, "started": "running" in state, "state": state}
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "ready": ready,
+        "restartCount": 0,
+        "started": "running" in state,
+        "state": state,
+    }
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -69,33 +69,55 @@ class Handler(BaseHTTPRequestHandler):
             if cluster.token and self.headers.get("Authorization") != f"Bearer {cluster.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             if url.path == "/version":
-                return self._send(200, {"major": "1", "minor": "31",
-                                        "gitVersion": "v1.31.0-launchyard-mock"})
+                return self._send(
+                    200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-launchyard-mock"}
+                )
             if url.path == "/api/v1/nodes" and method == "GET":
-                return self._send(200, {"kind": "NodeList", "apiVersion": "v1",
-                                        "metadata": {"resourceVersion": "1"},
-                                        "items": cluster.nodes})
+                return self._send(
+                    200,
+                    {
+                        "kind": "NodeList",
+                        "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": cluster.nodes,
+                    },
+                )
             route = _ROUTE.fullmatch(url.path)
             if route is None or route["kind"] not in KINDS:
                 raise ApiError(404, "NotFound", f"the server could not find {url.path}")
-            self._dispatch(method, route["ns"], route["kind"], route["name"],
-                           bool(route["log"]), query, body)
+            self._dispatch(
+                method, route["ns"], route["kind"], route["name"], bool(route["log"]), query, body
+            )
         except ApiError as exc:
             self._send(exc.code, exc.status())
 
-    def _dispatch(self, method: str, ns: str, kind: str, name: str | None, log: bool,
-                  query: dict[str, str], body: Any) -> None:
+    def _dispatch(
+        self,
+        method: str,
+        ns: str,
+        kind: str,
+        name: str | None,
+        log: bool,
+        query: dict[str, str],
+        body: Any,
+    ) -> None:
         store = self.server.cluster.store
         if log and method == "GET" and kind == "pods" and name:
-            return self._send(200, self.server.cluster.read_log(ns, name, query),
-                              "text/plain")
+            return self._send(200, self.server.cluster.read_log(ns, name, query), "text/plain")
         if name is None and method == "GET":
             if query.get("watch") in ("true", "1"):
                 return self._watch(ns, kind, query)
             items, rv = store.list(kind, ns, query.get("labelSelector"))
             api_version, kind_name, _ = KINDS[kind]
-            return self._send(200, {"apiVersion": api_version, "kind": f"{kind_name}List",
-                                    "metadata": {"resourceVersion": str(rv)}, "items": items})
+            return self._send(
+                200,
+                {
+                    "apiVersion": api_version,
+                    "kind": f"{kind_name}List",
+                    "metadata": {"resourceVersion": str(rv)},
+                    "items": items,
+                },
+            )
         if name is None and method == "POST":
             return self._send(201, store.create(kind, ns, body or {}))
         if name and method == "GET":

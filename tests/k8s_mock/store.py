@@ -38,8 +38,15 @@ class ApiError(Exception):
         self.code, self.reason, self.message = code, reason, message
 
     def status(self) -> Obj:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": self.message, "reason": self.reason, "code": self.code}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
 
 
 def now() -> str:
@@ -102,19 +109,26 @@ class Store:
         meta = obj.setdefault("metadata", {})
         name = meta.get("name")
         if not name:
-            raise ApiError(422, "Invalid", f"{KINDS[kind][1]} is invalid: metadata.name: "
-                           "Required value: name or generateName is required")
+            raise ApiError(
+                422,
+                "Invalid",
+                f"{KINDS[kind][1]} is invalid: metadata.name: "
+                "Required value: name or generateName is required",
+            )
         if not _DNS_SUBDOMAIN.fullmatch(name) or len(name) > 253:
-            raise ApiError(422, "Invalid", f'{KINDS[kind][1]}.{KINDS[kind][0]} "{name}" is '
-                           "invalid: metadata.name: Invalid value: a lowercase RFC 1123 subdomain")
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{KINDS[kind][1]}.{KINDS[kind][0]} "{name}" is '
+                "invalid: metadata.name: Invalid value: a lowercase RFC 1123 subdomain",
+            )
         if kind == "jobs":
             _validate_job(obj)
         with self.cond:
             if (kind, ns, name) in self.objects:
                 raise ApiError(409, "AlreadyExists", f'{KINDS[kind][2]} "{name}" already exists')
             obj["apiVersion"], obj["kind"] = KINDS[kind][0], KINDS[kind][1]
-            meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now(),
-                        generation=1)
+            meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
             meta.setdefault("labels", {})
             if kind == "jobs":
                 _default_job(obj)
@@ -135,8 +149,11 @@ class Store:
 
     def list(self, kind: str, ns: str, selector: str | None) -> tuple[list[Obj], int]:
         with self.cond:
-            items = [copy.deepcopy(o) for (k, n, _), o in sorted(self.objects.items())
-                     if k == kind and n == ns and matches(o["metadata"]["labels"], selector)]
+            items = [
+                copy.deepcopy(o)
+                for (k, n, _), o in sorted(self.objects.items())
+                if k == kind and n == ns and matches(o["metadata"]["labels"], selector)
+            ]
             return items, self.rv
 
     def update(self, kind: str, ns: str, name: str, change: Callable[[Obj], None]) -> Obj:
@@ -178,15 +195,22 @@ class Store:
                     self.delete(dkind, dns, dname, "Background")
             return obj
 
-    def watch_events(self, kind: str, ns: str, selector: str | None, after: int
-                     ) -> list[tuple[int, str, Obj]]:
+    def watch_events(
+        self, kind: str, ns: str, selector: str | None, after: int
+    ) -> list[tuple[int, str, Obj]]:
         """Events newer than ``after`` (caller holds the lock); ApiError 410 if compacted."""
         if after < self.compacted_rv:
-            raise ApiError(410, "Expired",
-                           f"too old resource version: {after} ({self.compacted_rv})")
-        return [(rv, t, o) for rv, k, n, t, o in self.events
-                if rv > after and k == kind and n == ns
-                and matches(o["metadata"].get("labels") or {}, selector)]
+            raise ApiError(
+                410, "Expired", f"too old resource version: {after} ({self.compacted_rv})"
+            )
+        return [
+            (rv, t, o)
+            for rv, k, n, t, o in self.events
+            if rv > after
+            and k == kind
+            and n == ns
+            and matches(o["metadata"].get("labels") or {}, selector)
+        ]
 
     def compact(self) -> None:
         """Forget the event history, as etcd compaction does: older watches get 410."""
@@ -204,9 +228,16 @@ class Store:
                 "name": f"{meta['name']}-{suffix}",
                 "labels": dict(tmpl.get("metadata", {}).get("labels") or {}),
                 "annotations": dict(tmpl.get("metadata", {}).get("annotations") or {}),
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
-                                     "name": meta["name"], "uid": meta["uid"],
-                                     "controller": True, "blockOwnerDeletion": True}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
             "spec": copy.deepcopy(tmpl["spec"]),
             "status": {"phase": "Pending", "qosClass": "Burstable"},
@@ -216,32 +247,60 @@ class Store:
     def _sync_owner_job(self, pod: Obj) -> None:
         owners = pod["metadata"].get("ownerReferences") or []
         ns = pod["metadata"]["namespace"]
-        job = next((o for (k, n, _), o in self.objects.items() if k == "jobs" and n == ns
-                    and any(r.get("uid") == o["metadata"]["uid"] for r in owners)), None)
+        job = next(
+            (
+                o
+                for (k, n, _), o in self.objects.items()
+                if k == "jobs"
+                and n == ns
+                and any(r.get("uid") == o["metadata"]["uid"] for r in owners)
+            ),
+            None,
+        )
         if job is not None:
             self.sync_job(job)
 
     def sync_job(self, job: Obj) -> None:
         """Count the Job's pods into its status; finish it or start a replacement pod."""
         uid, ns = job["metadata"]["uid"], job["metadata"]["namespace"]
-        pods = [o for (k, n, _), o in self.objects.items() if k == "pods" and n == ns
-                and any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+        pods = [
+            o
+            for (k, n, _), o in self.objects.items()
+            if k == "pods"
+            and n == ns
+            and any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
+        ]
         status, spec = job.setdefault("status", {}), job["spec"]
         if any(c["type"] in ("Complete", "Failed") for c in status.get("conditions", [])):
             return
         phases = [p["status"].get("phase") for p in pods]
-        status.update(active=sum(p in ("Pending", "Running") for p in phases),
-                      succeeded=phases.count("Succeeded"), failed=phases.count("Failed"))
+        status.update(
+            active=sum(p in ("Pending", "Running") for p in phases),
+            succeeded=phases.count("Succeeded"),
+            failed=phases.count("Failed"),
+        )
         status.setdefault("startTime", now())
         if status["succeeded"] >= spec.get("completions", 1):
-            self._finish(job, [("SuccessCriteriaMet", "CompletionsReached", "Reached expected "
-                                "number of succeeded pods"), ("Complete", "CompletionsReached",
-                                                               "Reached expected number of "
-                                                               "succeeded pods")])
+            self._finish(
+                job,
+                [
+                    (
+                        "SuccessCriteriaMet",
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                    ),
+                    ("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
+                ],
+            )
         elif status["failed"] > spec.get("backoffLimit", 6):
             msg = "Job has reached the specified backoff limit"
-            self._finish(job, [("FailureTarget", "BackoffLimitExceeded", msg),
-                               ("Failed", "BackoffLimitExceeded", msg)])
+            self._finish(
+                job,
+                [
+                    ("FailureTarget", "BackoffLimitExceeded", msg),
+                    ("Failed", "BackoffLimitExceeded", msg),
+                ],
+            )
         else:
             self._put("jobs", ns, job, "MODIFIED")
             if status["failed"] and not status["active"] and not status["succeeded"]:
@@ -251,8 +310,16 @@ class Store:
         status = job["status"]
         status["active"] = 0
         status.setdefault("conditions", []).extend(
-            {"type": t, "status": "True", "reason": r, "message": m, "lastProbeTime": now(),
-             "lastTransitionTime": now()} for t, r, m in conditions)
+            {
+                "type": t,
+                "status": "True",
+                "reason": r,
+                "message": m,
+                "lastProbeTime": now(),
+                "lastTransitionTime": now(),
+            }
+            for t, r, m in conditions
+        )
         if conditions[-1][0] == "Complete":
             status["completionTime"] = now()
         self._put("jobs", job["metadata"]["namespace"], job, "MODIFIED")
@@ -277,19 +344,28 @@ def _validate_job(job: Obj) -> None:
         if not container.get("image"):
             raise invalid(f"spec.template.spec.containers[{i}].image", "Required value")
     if pod_spec.get("restartPolicy") not in ("Never", "OnFailure"):
-        raise invalid("spec.template.spec.restartPolicy",
-                      'Required value: valid values: "OnFailure", "Never"')
+        raise invalid(
+            "spec.template.spec.restartPolicy", 'Required value: valid values: "OnFailure", "Never"'
+        )
 
 
 def _default_job(job: Obj) -> None:
     """Defaults and the controller's labels, as the API server adds them."""
     spec, meta = job["spec"], job["metadata"]
-    for key, value in (("backoffLimit", 6), ("completions", 1), ("parallelism", 1),
-                       ("suspend", False), ("completionMode", "NonIndexed")):
+    for key, value in (
+        ("backoffLimit", 6),
+        ("completions", 1),
+        ("parallelism", 1),
+        ("suspend", False),
+        ("completionMode", "NonIndexed"),
+    ):
         spec.setdefault(key, value)
-    labels = {"batch.kubernetes.io/controller-uid": meta["uid"],
-              "batch.kubernetes.io/job-name": meta["name"],
-              "controller-uid": meta["uid"], "job-name": meta["name"]}
+    labels = {
+        "batch.kubernetes.io/controller-uid": meta["uid"],
+        "batch.kubernetes.io/job-name": meta["name"],
+        "controller-uid": meta["uid"],
+        "job-name": meta["name"],
+    }
     spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}}
     tmeta = spec["template"].setdefault("metadata", {})
     tmeta["labels"] = {**(tmeta.get("labels") or {}), **labels}

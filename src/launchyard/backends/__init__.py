@@ -9,6 +9,7 @@ from launchyard.errors import InvalidInputError
 
 _BACKENDS: dict[str, tuple[str, str]] = {
     "local": ("launchyard.backends.local", "LocalBackend"),
+    "kubernetes": ("launchyard.backends.kubernetes", "KubernetesBackend"),
     "docker": ("launchyard.backends.docker", "DockerBackend"),
 }
 

@@ -48,24 +48,12 @@ def _root(
 
 
 def main() -> None:
+    # Standalone mode: usage errors exit 2 and `typer.Exit(code)` exits with its code;
+    # our own errors are shown here as one red line and exit 1.
     try:
-        code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
-        if isinstance(code, int) and code != 0:
-            sys.exit(code)
+        app()
     except LaunchyardError as exc:
         if _verbose:
             raise
         err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors and exits
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

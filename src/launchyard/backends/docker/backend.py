@@ -84,7 +84,6 @@ class DockerBackend(Backend):
                 fields={"base_url": self.base_url},
             ) from exc
         self._mirrors: dict[str, LogMirror] = {}
-        self._ended: set[str] = set()
         self._lock = threading.Lock()
 
     # -- class hooks (used by the server too: no SDK here) ---------------------------------
@@ -258,7 +257,6 @@ class DockerBackend(Backend):
         cancelled = (self._run_dir(handle.run_id, handle.attempt) / CANCEL_FILE).exists()
         container = self._find(name)
         if container is None:
-            self._ended.add(name)
             if cancelled:
                 return Observation(Phase.CANCELLED, reason="cancelled")
             return Observation(Phase.LOST, reason=f"container {name} is gone (removed outside)")
@@ -268,7 +266,6 @@ class DockerBackend(Backend):
             return Observation(Phase.PENDING, reason="container created, starting")
         if status in ("running", "paused", "restarting"):
             return Observation(Phase.RUNNING)
-        self._ended.add(name)
         code = state.get("ExitCode")
         code = code if isinstance(code, int) else None
         if cancelled:
@@ -307,9 +304,12 @@ class DockerBackend(Backend):
     def _read_logs(self, handle: Handle, offset: int) -> LogChunk:
         name = _container_name(handle.run_id, handle.attempt)
         mirror = self._mirror(handle, name)
-        if name in self._ended and not mirror.done:
-            mirror.wait(LOG_DRAIN_TIMEOUT_S)  # the drain after the end must get everything
         text, next_offset = mirror.read(offset)
+        if next_offset == offset and not mirror.done and self._has_ended(name):
+            # Caught up with the file, but the container has ended: once the mirror holds
+            # everything, read again, so that an empty answer means "no more output".
+            mirror.wait(LOG_DRAIN_TIMEOUT_S)
+            text, next_offset = mirror.read(offset)
         return LogChunk(text=text, next_offset=next_offset)
 
     def _mirror(self, handle: Handle, name: str) -> LogMirror:
@@ -350,7 +350,6 @@ class DockerBackend(Backend):
         if mirror is not None:
             mirror.stop()
         self._remove(name)
-        self._ended.discard(name)
         shutil.rmtree(self._run_dir(handle.run_id, handle.attempt), ignore_errors=True)
 
     def _live_handles(self) -> list[Handle]:
