@@ -25,7 +25,7 @@ start_docker() {
   /usr/bin/docker version >/dev/null || { tail -20 "$dir/dockerd.log"; return 1; }
   local root="$dir/rootfs" tool
   cp "$(command -v busybox)" "$root/bin/busybox"
-  for tool in sh echo sleep cat env date ls head tail dd printf true false seq mkdir id \
+  for tool in sh echo sleep cat env date ls head tail dd printf true false seq mkdir id yes \
               kill wc tr sort; do
     ln -sf busybox "$root/bin/$tool"
   done

@@ -13,7 +13,8 @@ start_slurm() {
   # munged runs as `munge`, which must be able to enter every folder down to its socket.
   local up="$dir"
   while [ "$up" != "/" ]; do chmod o+x "$up" 2>/dev/null || true; up=$(dirname "$up"); done
-  chown munge:munge "$dir/munge"; chmod 700 "$dir/munge"
+  # 0711: munged wants its socket's folder searchable by all and its key's not writable.
+  chown munge:munge "$dir/munge"; chmod 711 "$dir/munge"
   dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
   chown munge:munge "$dir/munge/munge.key"; chmod 400 "$dir/munge/munge.key"
 
@@ -76,17 +77,21 @@ EOF
     --pid-file="$dir/munge/munged.pid" --seed-file="$dir/munge/munged.seed" \
     --log-file="$dir/munge/munged.log" >"$dir/munged.out" 2>&1 &
   SLURM_PIDS+=($!)
-  local n
-  for n in $(seq 100); do [ -S "$dir/munge/munge.sock" ] && break; sleep 0.1; done
+  local deadline=$((SECONDS + 10))
+  until [ -S "$dir/munge/munge.sock" ]; do
+    if [ $SECONDS -ge $deadline ]; then echo "munged did not start:" >&2; cat "$dir/munged.out" >&2; return 1; fi
+    sleep 0.1
+  done
   slurmctld -D -i >"$dir/slurmctld.out" 2>&1 &
   SLURM_PIDS+=($!)
   slurmd -D >"$dir/slurmd.out" 2>&1 &
   SLURM_PIDS+=($!)
-  for n in $(seq 300); do
-    [ "$(sinfo -h -N -o %t 2>/dev/null)" = "idle" ] && break
-    sleep 0.1
+  deadline=$((SECONDS + 60))
+  until [ "$(timeout 5 sinfo -h -N -o %t 2>/dev/null)" = "idle" ]; do
+    [ $SECONDS -ge $deadline ] && break
+    sleep 0.2
   done
-  if [ "$(sinfo -h -N -o %t 2>/dev/null)" != "idle" ]; then
+  if [ "$(timeout 5 sinfo -h -N -o %t 2>/dev/null)" != "idle" ]; then
     echo "Slurm did not come up; logs:" >&2
     tail -n 20 "$dir"/*.log "$dir"/*.out >&2 || true
     return 1
@@ -97,7 +102,12 @@ EOF
 stop_slurm() {
   local pid dev
   for pid in "${SLURM_PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-  for pid in "${SLURM_PIDS[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null || true; done
+  local deadline=$((SECONDS + 10))
+  for pid in "${SLURM_PIDS[@]:-}"; do
+    while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
   for dev in "${SLURM_FAKE_DEVICES[@]:-}"; do [ -n "$dev" ] && rm -f "$dev"; done
   SLURM_PIDS=(); SLURM_FAKE_DEVICES=()
 }

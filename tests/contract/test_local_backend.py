@@ -629,5 +629,5 @@ def test_class_methods_for_the_server_and_agent(tmp_path: Path) -> None:
 
 def test_get_backend_class() -> None:
     assert get_backend_class("local") is LocalBackend
-    with pytest.raises(InvalidInputError, match="known resources: local"):
+    with pytest.raises(InvalidInputError, match="known resources: .*local"):
         get_backend_class("mainframe")

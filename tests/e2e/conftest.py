@@ -52,12 +52,24 @@ class LiveServer:
         self._clients: dict[str, Client] = {}
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "launchyard", "server", "--port", str(self.port),
-                "--data-dir", str(self.data_dir)]
+        args = [
+            sys.executable,
+            "-m",
+            "launchyard",
+            "server",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.database_url:
             args += ["--database-url", self.database_url]
-        env = {**os.environ, "LAUNCHYARD_LEASE_TTL_S": str(LEASE_TTL_S),
-               "LAUNCHYARD_RESERVE_AFTER_S": "2", **self.extra_env}
+        env = {
+            **os.environ,
+            "LAUNCHYARD_LEASE_TTL_S": str(LEASE_TTL_S),
+            "LAUNCHYARD_RESERVE_AFTER_S": "2",
+            **self.extra_env,
+        }
         log = open(self.tmp / "server.log", "ab")  # noqa: SIM115
         self._logs.append(log)
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -75,9 +87,12 @@ class LiveServer:
         self.key = (self.data_dir / "admin-api-key").read_text().strip()
 
     def env(self, key: str | None = None) -> dict[str, str]:
-        return {**os.environ, "LAUNCHYARD_HOST": self.host,
-                "LAUNCHYARD_API_KEY": key if key is not None else self.key,
-                "LAUNCHYARD_CONFIG_DIR": str(self.tmp / "cli-config")}
+        return {
+            **os.environ,
+            "LAUNCHYARD_HOST": self.host,
+            "LAUNCHYARD_API_KEY": key if key is not None else self.key,
+            "LAUNCHYARD_CONFIG_DIR": str(self.tmp / "cli-config"),
+        }
 
     def client(self, key: str | None = None) -> Client:
         """One client per key, closed with the server."""
@@ -86,11 +101,22 @@ class LiveServer:
             self._clients[api_key] = Client(self.host, api_key)
         return self._clients[api_key]
 
-    def cli(self, *args: str, key: str | None = None, check: bool = True,
-            input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        key: str | None = None,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "launchyard", *args], env=self.env(key), capture_output=True,
-            text=True, input=input, timeout=timeout, cwd=self.tmp,
+            [sys.executable, "-m", "launchyard", *args],
+            env=self.env(key),
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            cwd=self.tmp,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -99,23 +125,39 @@ class LiveServer:
             )
         return result
 
-    def start_agent(self, *args: str, name: str = "agent-1", log_name: str | None = None
-                    ) -> subprocess.Popen[bytes]:
+    def start_agent(
+        self, *args: str, name: str = "agent-1", log_name: str | None = None
+    ) -> subprocess.Popen[bytes]:
         state = self.tmp / f"agent-{name}"
         log = open(self.tmp / (log_name or f"agent-{name}.log"), "ab")  # noqa: SIM115
         self._logs.append(log)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "launchyard", "launch-agent", "--name", name,
-             "--state-dir", str(state), *args],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "launchyard",
+                "launch-agent",
+                "--name",
+                name,
+                "--state-dir",
+                str(state),
+                *args,
+            ],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.agents.append(proc)
         return proc
 
     def wait_agent_ready(self, name: str, entity: str = "default") -> None:
         c = self.client()
-        wait_until(lambda: any(a["name"] == name and a["state"] == "active"
-                               for a in c.list_agents(entity)), 30)
+        wait_until(
+            lambda: any(
+                a["name"] == name and a["state"] == "active" for a in c.list_agents(entity)
+            ),
+            30,
+        )
 
     def stop(self) -> None:
         for proc in self.agents:

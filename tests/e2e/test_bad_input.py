@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tests.e2e.conftest import GPU_QUEUE, LiveServer, write
 
-ENUM_QUEUE = GPU_QUEUE + """\
+ENUM_QUEUE = (
+    GPU_QUEUE
+    + """\
   size:
     schema: {type: string, enum: [sm, md, lg], default: sm}
 """
+)
 
 
 def assert_refused(result, *needles: str) -> None:  # type: ignore[no-untyped-def]
@@ -39,10 +41,12 @@ def server(live_server: LiveServer, tmp_path: Path) -> LiveServer:
         ("name: q\nconfig: {gpus: '{{gpus}}'}\n", ("{{gpus}}", "not declared")),
     ],
 )
-def test_bad_queue_files(server: LiveServer, tmp_path: Path, queue_file: str,
-                         needles: tuple[str, ...]) -> None:
-    result = server.cli("queue", "create", "-f", str(write(tmp_path / "bad.yaml", queue_file)),
-                        check=False)
+def test_bad_queue_files(
+    server: LiveServer, tmp_path: Path, queue_file: str, needles: tuple[str, ...]
+) -> None:
+    result = server.cli(
+        "queue", "create", "-f", str(write(tmp_path / "bad.yaml", queue_file)), check=False
+    )
     assert_refused(result, *needles)
     assert [q["name"] for q in server.client().list_queues("default")] == ["gpu"]
 
@@ -64,10 +68,15 @@ def test_bad_values(server: LiveServer, args: list[str], needles: tuple[str, ...
 
 
 def test_unknown_queue_and_entity(server: LiveServer) -> None:
-    assert_refused(server.cli("launch", "-q", "nope", "--", "true", check=False),
-                   "queue 'nope' does not exist", "queues: gpu")
-    assert_refused(server.cli("launch", "-q", "gpu", "-e", "nobody", "--", "true", check=False),
-                   "entity 'nobody' does not exist")
+    assert_refused(
+        server.cli("launch", "-q", "nope", "--", "true", check=False),
+        "queue 'nope' does not exist",
+        "queues: gpu",
+    )
+    assert_refused(
+        server.cli("launch", "-q", "gpu", "-e", "nobody", "--", "true", check=False),
+        "entity 'nobody' does not exist",
+    )
     assert server.client().list_runs("default")["runs"] == []
 
 
@@ -80,10 +89,14 @@ def test_a_member_cannot_change_a_queue(server: LiveServer, tmp_path: Path) -> N
     out = server.cli("entities", "add-member", "default", "mia", "--role", "member", "--json")
     key = json.loads(out.stdout)["api_key"]
     changed = write(tmp_path / "changed.yaml", GPU_QUEUE.replace("maximum: 4", "maximum: 8"))
-    assert_refused(server.cli("queue", "update", "gpu", "-f", str(changed), key=key, check=False),
-                   "needs the admin role", "'mia' is member")
-    assert server.client().get_queue("default", "gpu")["variables"]["gpus"]["schema"][
-        "maximum"] == 4
+    assert_refused(
+        server.cli("queue", "update", "gpu", "-f", str(changed), key=key, check=False),
+        "needs the admin role",
+        "'mia' is member",
+    )
+    assert (
+        server.client().get_queue("default", "gpu")["variables"]["gpus"]["schema"]["maximum"] == 4
+    )
     ok = server.cli("launch", "-q", "gpu", "--set", "gpus=1", "--", "true", key=key)
     assert ok.stdout.strip()
 
@@ -94,9 +107,12 @@ def test_usage_errors_exit_2(server: LiveServer) -> None:
 
 
 def test_queue_parse_lists_variables_and_macros(server: LiveServer, tmp_path: Path) -> None:
-    config = write(tmp_path / "job.yaml", "spec:\n  template:\n    spec:\n      containers:\n"
-                   "        - image: ${image_uri}\n          resources:\n"
-                   "            limits: {nvidia.com/gpu: '{{gpus}}'}\n")
+    config = write(
+        tmp_path / "job.yaml",
+        "spec:\n  template:\n    spec:\n      containers:\n"
+        "        - image: ${image_uri}\n          resources:\n"
+        "            limits: {nvidia.com/gpu: '{{gpus}}'}\n",
+    )
     out = json.loads(server.cli("queue", "parse", str(config), "--json").stdout)
     assert out == {"variables": {"gpus": "undeclared"}, "macros": ["image_uri"]}
     out = json.loads(server.cli("queue", "parse", str(tmp_path / "q.yaml"), "--json").stdout)

@@ -48,10 +48,15 @@ def states(server: LiveServer, ids: list[str]) -> list[str]:
 
 def test_gpu_runs_never_share_a_device(live_server: LiveServer, tmp_path: Path) -> None:
     live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)))
-    live_server.start_agent("-q", "gpu", "-e", "default", "-j", "8", "--gpus", "0,1,2,3")
     out = tmp_path / "runs.jsonl"
-    ids = [launch(live_server, "--set", "gpus=2", "--", sys.executable, "-c", RECORDER, "1.0",
-                  str(out)) for _ in range(8)]
+    ids = [
+        launch(
+            live_server, "--set", "gpus=2", "--", sys.executable, "-c", RECORDER, "1.0", str(out)
+        )
+        for _ in range(8)
+    ]
+    # All eight wait in the queue first, so the agent's scheduling alone decides.
+    live_server.start_agent("-q", "gpu", "-e", "default", "-j", "8", "--gpus", "0,1,2,3")
     wait_until(lambda: all(s == "finished" for s in states(live_server, ids)), 60)
     recs = records(out)
     assert sorted(r["run"] for r in recs) == sorted(ids)
@@ -62,19 +67,34 @@ def test_gpu_runs_never_share_a_device(live_server: LiveServer, tmp_path: Path) 
     assert max_concurrent(recs) == 2  # 4 GPUs / 2 each, and the agent did use both pairs
     shown = json.loads(live_server.cli("runs", "show", ids[0], "--json").stdout)
     assert [t["state"] for t in shown["transitions"]] == [
-        "queued", "claimed", "starting", "running", "finished"]
+        "queued",
+        "claimed",
+        "starting",
+        "running",
+        "finished",
+    ]
     assert shown["exit_code"] == 0 and len(shown["gpu_ids"]) == 2
     assert "done " + ids[0] in live_server.cli("logs", ids[0]).stdout
 
 
-def test_follow_streams_logs_and_exits_with_the_run_code(live_server: LiveServer,
-                                                         tmp_path: Path) -> None:
+def test_follow_streams_logs_and_exits_with_the_run_code(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
     live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)))
     live_server.start_agent("-q", "gpu", "-j", "2", "--gpus", "0,1")
     config = write(tmp_path / "run.yaml", "lr: 0.5\nlayers: [1, 2]\n")
     result = live_server.cli(
-        "launch", "-q", "gpu", "--set", "gpus=1", "-c", str(config), "--follow", "--",
-        sys.executable, "-c",
+        "launch",
+        "-q",
+        "gpu",
+        "--set",
+        "gpus=1",
+        "-c",
+        str(config),
+        "--follow",
+        "--",
+        sys.executable,
+        "-c",
         "import launchyard, os; print('config', launchyard.run_config()); "
         "print('env', os.environ['QUEUE_NAME']); raise SystemExit(3)",
         check=False,
@@ -91,8 +111,15 @@ def test_cancel_kills_the_whole_process_group(live_server: LiveServer, tmp_path:
     live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)))
     live_server.start_agent("-q", "gpu", "-j", "2", "--gpus", "0,1")
     pids = tmp_path / "pids"
-    run_id = launch(live_server, "--set", "gpus=0", "--", "sh", "-c",
-                    f"sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait")
+    run_id = launch(
+        live_server,
+        "--set",
+        "gpus=0",
+        "--",
+        "sh",
+        "-c",
+        f"sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait",
+    )
     wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30)
     live_server.cli("cancel", run_id)
     wait_until(lambda: states(live_server, [run_id]) == ["cancelled"], 30)
@@ -115,13 +142,14 @@ def _no_run_twice_at_once(recs: list[dict]) -> None:  # type: ignore[type-arg]
             assert not (a["start"] < b["end"] and b["start"] < a["end"]), (a, b)
 
 
-def test_sigkilled_agent_is_adopted_by_its_restart(live_server: LiveServer,
-                                                   tmp_path: Path) -> None:
+def test_sigkilled_agent_is_adopted_by_its_restart(live_server: LiveServer, tmp_path: Path) -> None:
     live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)))
     agent = live_server.start_agent("-q", "gpu", "-j", "4", "--gpus", "0,1,2,3")
     out = tmp_path / "runs.jsonl"
-    ids = [launch(live_server, "--set", "gpus=1", "--", sys.executable, "-c", RECORDER, "4",
-                  str(out)) for _ in range(4)]
+    ids = [
+        launch(live_server, "--set", "gpus=1", "--", sys.executable, "-c", RECORDER, "4", str(out))
+        for _ in range(4)
+    ]
     wait_until(lambda: all(s == "running" for s in states(live_server, ids)), 30)
     agent.send_signal(signal.SIGKILL)
     agent.wait()
@@ -141,8 +169,10 @@ def test_sigkilled_agent_runs_are_requeued_when_the_lease_expires(
     agent = live_server.start_agent("-q", "gpu", "-j", "2", "--gpus", "0,1", name="doomed")
     out = tmp_path / "runs.jsonl"
     # Long enough that the dead-man's switch kills the first copies before they end.
-    ids = [launch(live_server, "--set", "gpus=1", "--", sys.executable, "-c", RECORDER, "6",
-                  str(out)) for _ in range(2)]
+    ids = [
+        launch(live_server, "--set", "gpus=1", "--", sys.executable, "-c", RECORDER, "6", str(out))
+        for _ in range(2)
+    ]
     wait_until(lambda: all(s == "running" for s in states(live_server, ids)), 30)
     agent.send_signal(signal.SIGKILL)
     agent.wait()
@@ -153,18 +183,16 @@ def test_sigkilled_agent_runs_are_requeued_when_the_lease_expires(
     for run_id in ids:
         run = c.get_run(run_id)
         assert run["attempt"] == 2 and run["agent"] == "survivor"
-        assert any("stopped renewing its lease" in (t["reason"] or "")
-                   for t in run["transitions"])
+        assert any("stopped renewing its lease" in (t["reason"] or "") for t in run["transitions"])
     recs = records(out)
     assert sorted(r["run"] for r in recs) == sorted(ids)  # the first copies were killed
     _no_run_twice_at_once(recs)
 
 
-def test_drained_agent_finishes_its_runs_and_exits(live_server: LiveServer,
-                                                   tmp_path: Path) -> None:
+def test_drained_agent_finishes_its_runs_and_exits(live_server: LiveServer, tmp_path: Path) -> None:
     live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)))
     agent = live_server.start_agent("-q", "gpu", "-j", "1", "--gpus", "0")
-    first = launch(live_server, "--set", "gpus=1", "--", "sleep", "1.5")
+    first = launch(live_server, "--set", "gpus=1", "--", "sleep", "6")
     wait_until(lambda: states(live_server, [first]) == ["running"], 30)
     second = launch(live_server, "--set", "gpus=1", "--", "true")
     agents = json.loads(live_server.cli("agents", "list", "--json").stdout)

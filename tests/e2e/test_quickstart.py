@@ -10,15 +10,25 @@ import time
 from pathlib import Path
 
 import httpx
-
 from tests.e2e.conftest import free_port, wait_until
 
 
 def test_quickstart_once_runs_hello_world(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "launchyard", "quickstart", "--once", "--port", str(free_port()),
-         "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=90,
+        [
+            sys.executable,
+            "-m",
+            "launchyard",
+            "quickstart",
+            "--once",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert result.returncode == 0, result.stderr
     assert "hello from launchyard run" in result.stdout
@@ -30,8 +40,18 @@ def test_quickstart_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     log = tmp_path / "out.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "launchyard", "quickstart", "--port", str(port),
-             "--data-dir", str(tmp_path)], stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "launchyard",
+                "quickstart",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         wait_until(lambda: "press Ctrl-C" in log.read_text(), 60)

@@ -54,7 +54,7 @@ class MockKubernetes:
         self.store.on_pod_deleted.append(self._pod_deleted)
         self.http = MockHTTPServer(self)
         self._thread = threading.Thread(
-            target=self.http.serve_forever, daemon=True, name="k8s-mock"
+            target=self.http.serve_forever, args=(0.05,), daemon=True, name="k8s-mock"
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -68,6 +68,8 @@ class MockKubernetes:
         return self
 
     def stop(self) -> None:
+        if self.stopping:
+            return
         self.stopping = True
         with self.store.cond:
             self.store.cond.notify_all()
@@ -198,7 +200,10 @@ class MockKubernetes:
                 _cond("DisruptionTarget", "True", reason, message)
             )
 
-        self._set_pod(job, ns, change)
+        pod = self._set_pod(job, ns, change)
+        proc = self._procs.pop(pod["metadata"]["name"], None)
+        if proc is not None:  # the kubelet stops the container
+            _kill(proc)
         return self.terminate(job, 137, "Error", ns=ns)
 
     def deadline_exceeded(self, job: str, seconds: int = 60, ns: str = "default") -> Obj:
@@ -283,9 +288,10 @@ class MockKubernetes:
             )
             self._procs[name] = proc
             assert proc.stdout is not None
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
-                with self.store.cond:
-                    self.store.logs.setdefault((ns, name), bytearray()).extend(chunk)
+            with proc.stdout as out:
+                for chunk in iter(lambda: out.read1(65536), b""):
+                    with self.store.cond:
+                        self.store.logs.setdefault((ns, name), bytearray()).extend(chunk)
             code = proc.wait()
             if self._procs.pop(name, None) is not None:
                 self.terminate(job, code if code >= 0 else 128 - code, ns=ns)

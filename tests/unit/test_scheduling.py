@@ -55,7 +55,11 @@ def test_run_larger_than_the_agent_never_blocks_others() -> None:
 
 
 def test_order_is_priority_then_fifo() -> None:
-    runs = [cand("low-old", 0, 1, rank=3), cand("high-new", 0, 5, rank=1), cand("high-old", 0, 2, rank=1)]
+    runs = [
+        cand("low-old", 0, 1, rank=3),
+        cand("high-new", 0, 5, rank=1),
+        cand("high-old", 0, 2, rank=1),
+    ]
     assert [c.run_id for c in ordered(runs)] == ["high-old", "high-new", "low-old"]
 
 
@@ -81,8 +85,9 @@ def test_no_run_starves_under_a_stream_of_small_runs() -> None:
 
 
 def agent(**kw: object) -> AgentView:
-    base: dict[str, object] = dict(name="a", alive=True, draining=False, free_gpus=4,
-                                   total_gpus=4, free_slots=1)
+    base: dict[str, object] = dict(
+        name="a", alive=True, draining=False, free_gpus=4, total_gpus=4, free_slots=1
+    )
     base.update(kw)
     return AgentView(**base)  # type: ignore[arg-type]
 

@@ -294,13 +294,20 @@ class Agent:
         """Tell the server a launched run is running, or why the engine keeps it pending."""
         try:
             if obs.phase is Phase.RUNNING and not rec.reported_running:
-                await self._report(rec, RunState.RUNNING, f"running on {self.name}", phase="run",
-                                   handle=rec.handle, gpu_ids=rec.gpu_ids)
+                await self._report(
+                    rec,
+                    RunState.RUNNING,
+                    f"running on {self.name}",
+                    phase="run",
+                    handle=rec.handle,
+                    gpu_ids=rec.gpu_ids,
+                )
                 rec.reported_running = True
                 self.store.save(rec)
             elif obs.phase is Phase.PENDING and obs.reason and obs.reason != rec.pending_reason:
-                await self._report(rec, RunState.STARTING, obs.reason, phase="launch",
-                                   handle=rec.handle)
+                await self._report(
+                    rec, RunState.STARTING, obs.reason, phase="launch", handle=rec.handle
+                )
                 rec.pending_reason = obs.reason
         except LaunchyardError as exc:  # the watch loop tries again on its next tick
             log.warning("could not report progress of run %s: %s", rec.run_id, exc)

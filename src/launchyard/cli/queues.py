@@ -184,14 +184,14 @@ def parse(
         templating.check_template(
             tree, {v: {"schema": {"type": "string"}} for v in found.variables}
         )
-    result = {
-        "variables": {v: declared.get(v, {}).get("schema", "undeclared") for v in found.variables},
-        "macros": list(found.macros),
+    variables: dict[str, Any] = {
+        v: declared.get(v, {}).get("schema", "undeclared") for v in found.variables
     }
+    result = {"variables": variables, "macros": list(found.macros)}
     if as_json:
         return print_json(result)
     table = Table("KIND", "NAME", "SCHEMA")
-    for var, schema in result["variables"].items():
+    for var, schema in variables.items():
         table.add_row("variable", "{{" + var + "}}", str(schema))
     for macro in found.macros:
         table.add_row("macro", "${" + macro + "}", "filled by launchyard")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -51,7 +52,7 @@ def serve(
 
     from launchyard.server.app import create_app
 
-    overrides = {
+    overrides: dict[str, Any] = {
         "host": host,
         "port": port,
         "data_dir": data_dir,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,12 +13,18 @@ from launchyard.server.db import Database
 from launchyard.server.notify import Notifier
 from launchyard.server.services.auth import Principal, authenticate
 
+AUTH_CACHE_TTL_S = 5.0
+"""How long a verified key's identity is reused: a revoked key or a changed role
+takes at most this long to apply, and hot paths (claims, submissions) skip a
+database round trip per request."""
+
 
 @dataclass
 class AppState:
     settings: ServerSettings
     db: Database
     notifier: Notifier
+    auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
 
 
 def app_state(request: Request) -> AppState:
@@ -34,8 +41,17 @@ def _bearer(request: Request) -> str | None:
 
 
 def principal(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Principal:
+    key = _bearer(request)
+    now = time.monotonic()
+    cached = state.auth_cache.get(key) if key else None
+    if cached is not None and cached[0] > now:
+        return cached[1]
     with state.db.session() as sess:
-        return authenticate(sess, _bearer(request))
+        who = authenticate(sess, key)
+    if len(state.auth_cache) > 10_000:
+        state.auth_cache.clear()
+    state.auth_cache[key or ""] = (now + AUTH_CACHE_TTL_S, who)
+    return who
 
 
 State = Annotated[AppState, Depends(app_state)]

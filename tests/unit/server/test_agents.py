@@ -11,29 +11,49 @@ from launchyard.errors import InvalidInputError, StaleLeaseError
 
 
 def setup(c, *, gpus=(0, 1, 2, 3), slots=4):  # type: ignore[no-untyped-def]
-    c.create_queue("default", {
-        "name": "gpu", "config": "gpus: '{{gpus}}'\n",
-        "variables": {"gpus": {"schema": {"type": "integer", "default": 1, "maximum": 8}}},
-    })
-    agent = c.request("POST", "/api/v1/entities/default/agents", json={
-        "name": "a1", "hostname": "h", "queues": ["gpu"], "max_jobs": slots,
-        "gpu_ids": list(gpus)})
+    c.create_queue(
+        "default",
+        {
+            "name": "gpu",
+            "config": "gpus: '{{gpus}}'\n",
+            "variables": {"gpus": {"schema": {"type": "integer", "default": 1, "maximum": 8}}},
+        },
+    )
+    agent = c.request(
+        "POST",
+        "/api/v1/entities/default/agents",
+        json={
+            "name": "a1",
+            "hostname": "h",
+            "queues": ["gpu"],
+            "max_jobs": slots,
+            "gpu_ids": list(gpus),
+        },
+    )
     return agent["id"]
 
 
 def claim(c, agent_id, free_gpus, free_slots, seq=1, wait_s=0.0):  # type: ignore[no-untyped-def]
-    return c.request("POST", f"/api/v1/agents/{agent_id}/claim", json={
-        "capacity": {"seq": seq, "free_gpus": free_gpus, "free_slots": free_slots},
-        "wait_s": wait_s})
+    return c.request(
+        "POST",
+        f"/api/v1/agents/{agent_id}/claim",
+        json={
+            "capacity": {"seq": seq, "free_gpus": free_gpus, "free_slots": free_slots},
+            "wait_s": wait_s,
+        },
+    )
 
 
 def submit(c, gpus: int) -> str:  # type: ignore[no-untyped-def]
-    return c.submit("default", {"queue": "gpu", "command": ["true"], "values": {"gpus": gpus}})["id"]
+    return c.submit("default", {"queue": "gpu", "command": ["true"], "values": {"gpus": gpus}})[
+        "id"
+    ]
 
 
 def report(c, run_id, token, state, **kw):  # type: ignore[no-untyped-def]
-    return c.request("POST", f"/api/v1/runs/{run_id}/state",
-                     json={"lease_token": token, "state": state, **kw})
+    return c.request(
+        "POST", f"/api/v1/runs/{run_id}/state", json={"lease_token": token, "state": state, **kw}
+    )
 
 
 def test_claim_hands_out_what_fits_in_one_call(server) -> None:  # type: ignore[no-untyped-def]
@@ -83,9 +103,14 @@ def test_stale_agents_are_ignored_and_expired_leases_requeue(server_factory) -> 
     assert "stopped renewing its lease" in run["transitions"][-1]["reason"]
     with pytest.raises(StaleLeaseError):
         report(c, run_id, token, "finished", exit_code=0)
-    beat = c.request("POST", f"/api/v1/agents/{agent_id}/heartbeat", json={
-        "runs": [{"id": run_id, "lease_token": token}],
-        "capacity": {"seq": 5, "free_gpus": 4, "free_slots": 4}})
+    beat = c.request(
+        "POST",
+        f"/api/v1/agents/{agent_id}/heartbeat",
+        json={
+            "runs": [{"id": run_id, "lease_token": token}],
+            "capacity": {"seq": 5, "free_gpus": 4, "free_slots": 4},
+        },
+    )
     assert beat["lost"] == [run_id]
     again = claim(c, agent_id, 4, 4, seq=6)["runs"][0]
     assert again["id"] == run_id and again["attempt"] == 2
@@ -98,9 +123,14 @@ def test_heartbeats_keep_leases_alive(server_factory) -> None:  # type: ignore[n
     run_id = submit(c, 1)
     token = claim(c, agent_id, 4, 4)["runs"][0]["lease_token"]
     for seq in range(10, 20):
-        beat = c.request("POST", f"/api/v1/agents/{agent_id}/heartbeat", json={
-            "runs": [{"id": run_id, "lease_token": token}],
-            "capacity": {"seq": seq, "free_gpus": 3, "free_slots": 3}})
+        beat = c.request(
+            "POST",
+            f"/api/v1/agents/{agent_id}/heartbeat",
+            json={
+                "runs": [{"id": run_id, "lease_token": token}],
+                "capacity": {"seq": seq, "free_gpus": 3, "free_slots": 3},
+            },
+        )
         assert beat["lost"] == []
         time.sleep(0.15)
     report(c, run_id, token, "finished", exit_code=0, reason="exit code 0")
@@ -116,13 +146,25 @@ def test_full_lifecycle_with_logs_and_transitions(server) -> None:  # type: igno
     report(c, run_id, token, "starting", reason="launching", phase="launch")
     report(c, run_id, token, "running", gpu_ids=[2, 3], phase="run")
     for start, text in [(0, "héllo\n"), (7, "world\n"), (0, "héllo\n")]:  # the last is a retry
-        c.request("POST", f"/api/v1/runs/{run_id}/logs", json={
-            "lease_token": token, "start": start, "next_offset": start + len(text.encode()),
-            "text": text})
+        c.request(
+            "POST",
+            f"/api/v1/runs/{run_id}/logs",
+            json={
+                "lease_token": token,
+                "start": start,
+                "next_offset": start + len(text.encode()),
+                "text": text,
+            },
+        )
     report(c, run_id, token, "failed", exit_code=3, reason="exit code 3", phase="run")
     run = c.get_run(run_id)
     assert [t["state"] for t in run["transitions"]] == [
-        "queued", "claimed", "starting", "running", "failed"]
+        "queued",
+        "claimed",
+        "starting",
+        "running",
+        "failed",
+    ]
     assert run["exit_code"] == 3 and run["gpu_ids"] == [2, 3] and run["reason"] == "exit code 3"
     logs = c.logs(run_id)
     assert logs["text"] == "héllo\nworld\n" and logs["done"]

@@ -25,8 +25,11 @@ def test_bootstrap_writes_a_private_admin_key_stored_only_hashed(server) -> None
     path = server.data_dir / "admin-api-key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     key = path.read_text().strip()
-    assert server.client().whoami() == {"user": "admin", "is_superuser": True,
-                                         "entities": {"default": "admin"}}
+    assert server.client().whoami() == {
+        "user": "admin",
+        "is_superuser": True,
+        "entities": {"default": "admin"},
+    }
     engine = create_engine(server.http.app.state.launchyard.db.url)
     with engine.connect() as conn:
         stored = [r[0] for r in conn.execute(text("SELECT key_hash FROM api_keys"))]

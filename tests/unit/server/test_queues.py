@@ -14,13 +14,22 @@ from launchyard.errors import (
     VariableSchemaError,
 )
 
-GPU_VARS = {"gpus": {"description": "GPUs", "schema": {"type": "integer", "default": 1,
-                                                        "minimum": 0, "maximum": 4}}}
+GPU_VARS = {
+    "gpus": {
+        "description": "GPUs",
+        "schema": {"type": "integer", "default": 1, "minimum": 0, "maximum": 4},
+    }
+}
 
 
 def make_queue(c, name: str = "gpu", **extra):  # type: ignore[no-untyped-def]
-    spec = {"name": name, "resource": "local", "config": "gpus: '{{gpus}}'\n",
-            "variables": GPU_VARS, **extra}
+    spec = {
+        "name": name,
+        "resource": "local",
+        "config": "gpus: '{{gpus}}'\n",
+        "variables": GPU_VARS,
+        **extra,
+    }
     return c.create_queue("default", spec)
 
 
@@ -45,8 +54,12 @@ def test_create_list_show_update_delete(server) -> None:  # type: ignore[no-unty
         ("env: {A: '${imge_uri}'}\n", {}, TemplateError, "unknown macro"),
         ("gpus: '{{gpu}}'\n", GPU_VARS, TemplateError, "not declared"),
         ("bogus: 1\n", {}, InvalidInputError, "cannot hold 'bogus'"),
-        ("gpus: 1\n", {"gpus": {"schema": {"type": "integer", "minimum": 5, "maximum": 1}}},
-         VariableSchemaError, "minimum"),
+        (
+            "gpus: 1\n",
+            {"gpus": {"schema": {"type": "integer", "minimum": 5, "maximum": 1}}},
+            VariableSchemaError,
+            "minimum",
+        ),
         ("gpus: 1\n", {"gpus": {"schema": {"type": "float"}}}, VariableSchemaError, "float"),
     ],
 )

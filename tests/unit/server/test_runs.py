@@ -17,17 +17,28 @@ CONFIG = "gpus: '{{gpus}}'\nenv:\n  SIZE: 'model-{{size}}'\n  LR: '{{lr}}'\n  WH
 @pytest.fixture
 def c(server):  # type: ignore[no-untyped-def]
     client = server.client()
-    client.create_queue("default", {"name": "gpu", "config": CONFIG, "variables": VARS,
-                                    "priority": "enabled"})
+    client.create_queue(
+        "default", {"name": "gpu", "config": CONFIG, "variables": VARS, "priority": "enabled"}
+    )
     return client
 
 
 def test_submit_renders_typed_values_and_macros(c) -> None:  # type: ignore[no-untyped-def]
-    run = c.submit("default", {"queue": "gpu", "project": "p1", "command": ["python", "train.py"],
-                               "values": {"gpus": 2, "size": "lg"}, "config": {"epochs": 3}})
+    run = c.submit(
+        "default",
+        {
+            "queue": "gpu",
+            "project": "p1",
+            "command": ["python", "train.py"],
+            "values": {"gpus": 2, "size": "lg"},
+            "config": {"epochs": 3},
+        },
+    )
     assert run["state"] == "queued"
-    assert run["resolved_config"] == {"gpus": 2, "env": {"SIZE": "model-lg", "LR": 0.1,
-                                                         "WHO": "admin"}}
+    assert run["resolved_config"] == {
+        "gpus": 2,
+        "env": {"SIZE": "model-lg", "LR": 0.1, "WHO": "admin"},
+    }
     assert run["gpus"] == 2 and run["values"] == {"gpus": 2, "size": "lg", "lr": 0.1}
     shown = c.get_run(run["id"])
     assert shown["position"] == 1
@@ -90,15 +101,31 @@ def test_priority_then_fifo_positions(c) -> None:  # type: ignore[no-untyped-def
 
 
 def test_jobs_version_alias_and_relaunch_with_overrides(c) -> None:  # type: ignore[no-untyped-def]
-    c.submit("default", {"queue": "gpu", "project": "p", "command": ["python", "train.py"],
-                         "values": {"size": "md"}, "config": {"epochs": 1}})
+    c.submit(
+        "default",
+        {
+            "queue": "gpu",
+            "project": "p",
+            "command": ["python", "train.py"],
+            "values": {"size": "md"},
+            "config": {"epochs": 1},
+        },
+    )
     c.submit("default", {"queue": "gpu", "project": "p", "command": ["python", "train.py", "--v2"]})
     job = c.get_job("default", "p", "train")
     assert [v["version"] for v in job["versions"]] == ["v0", "v1"]
     assert job["aliases"] == {"latest": "v1"}
     c.alias_job("default", "p", "train", "v0", "main")
-    run = c.submit("default", {"queue": "gpu", "project": "p", "job": "train:main",
-                               "values": {"gpus": 2}, "config": {"lr_scale": 2}})
+    run = c.submit(
+        "default",
+        {
+            "queue": "gpu",
+            "project": "p",
+            "job": "train:main",
+            "values": {"gpus": 2},
+            "config": {"lr_scale": 2},
+        },
+    )
     assert run["command"] == ["python", "train.py"]
     assert run["job_version"] == "v0"
     assert run["values"]["size"] == "md" and run["values"]["gpus"] == 2

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class DockerBackend(Backend):
         self._errors = docker.errors
         self._types = docker.types
         try:
+            _check_socket(self.base_url)  # the SDK leaks a socket when a connect fails
             if base_url:
                 self.client = docker.DockerClient(
                     base_url=base_url, timeout=timeout_s, max_pool_size=64
@@ -77,7 +79,7 @@ class DockerBackend(Backend):
             else:
                 self.client = docker.from_env(timeout=timeout_s, max_pool_size=64)
             self.client.ping()
-        except docker.errors.DockerException as exc:
+        except (OSError, docker.errors.DockerException) as exc:
             raise BackendError(
                 f"Docker engine not reachable at {self.base_url}: start dockerd or set "
                 f"backends.docker.base_url in the agent config ({exc})",
@@ -388,6 +390,16 @@ class DockerBackend(Backend):
 
     def _run_dir(self, run_id: str, attempt: int) -> Path:
         return self.runs_dir / f"{run_id}-{attempt}"
+
+
+def _check_socket(url: str) -> None:
+    """Connect to a ``unix://`` engine socket once, raising OSError when nobody listens."""
+    if not url.startswith(("unix://", "http+unix://")):
+        return
+    path = url.split("://", 1)[1]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
 
 
 def _container_name(run_id: str, attempt: int) -> str:

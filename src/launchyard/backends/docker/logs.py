@@ -110,8 +110,9 @@ class LogMirror:
                         return
                 while not self._stopping.is_set() and not self.done:
                     self._copy_once()
+                    # Docker ends a followed stream once a stopped container's log is sent
+                    # whole, so an ended container's file is now complete.
                     if self._has_ended():
-                        self._copy_once()  # what came after the last stream ended
                         (self.folder / DONE_FILE).touch()
                         return
                     self._stopping.wait(RETRY_S)

@@ -121,11 +121,21 @@ class KubernetesBackend(Backend):
     async def poll(self, handle: Handle) -> Observation:
         job_name = str(handle.data["job"])
         found = self.feeds.lookup(job_name, self._pod_labels(handle))
-        if found is None:
-            found = await asyncio.to_thread(self._read, handle)
-        job, pods = self._own(handle, *found)
+        obs = None if found is None else self._observe(handle, *found)
+        if obs is None or obs.phase.is_terminal:
+            # The Job and Pod watches are separate streams, so the cache may hold a Job's
+            # verdict before the pod update that explains it: an end is reported once, so
+            # confirm it against the API first.
+            obs = self._observe(handle, *await asyncio.to_thread(self._read, handle))
+        return obs
+
+    def _observe(
+        self, handle: Handle, job: dict[str, Any] | None, pods: list[dict[str, Any]]
+    ) -> Observation:
+        job, pods = self._own(handle, job, pods)
         gone = job is None or bool(job["metadata"].get("deletionTimestamp"))
-        return states.observe(job, pods, cancelled=gone and job_name in self._cancelled)
+        cancelled = gone and str(handle.data["job"]) in self._cancelled
+        return states.observe(job, pods, cancelled=cancelled)
 
     async def cancel(self, handle: Handle, grace_s: float = 10.0) -> None:
         self._cancelled.add(str(handle.data["job"]))

@@ -51,7 +51,9 @@ def list_entities(state: State, who: Caller) -> list[EntityResponse]:
 def create_entity(req: EntityCreateRequest, state: State, who: Caller) -> EntityResponse:
     with state.db.session() as sess:
         row = service.create_entity(sess, who, req.name)
-        return EntityResponse(name=row.name, role=None)
+        response = EntityResponse(name=row.name, role=None)
+    state.auth_cache.clear()
+    return response
 
 
 @router.post("/api/v1/entities/{entity}/members", status_code=201, tags=["entities"])
@@ -59,4 +61,6 @@ def add_member(entity: str, req: MemberRequest, state: State, who: Caller) -> Me
     with state.db.session() as sess:
         ent = service.get_entity(sess, entity)
         user, key = service.add_member(sess, who, ent, req.user, req.role)
-        return MemberResponse(user=user.name, entity=ent.name, role=req.role.value, api_key=key)
+        response = MemberResponse(user=user.name, entity=ent.name, role=req.role.value, api_key=key)
+    state.auth_cache.clear()  # roles changed: identities are re-read
+    return response

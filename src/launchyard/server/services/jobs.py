@@ -87,7 +87,7 @@ def record(sess: Session, project: ProjectRow, name: str, spec: dict[str, Any]) 
         sess.add(version)
         sess.flush()
         set_alias(sess, job, LATEST, version.version)
-    else:
+    elif version.spec != spec:
         # Same code, new defaults: the last run's values pre-fill the next launch.
         version.spec = spec
     return version
