@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import require
 
 from launchyard.backends import get_backend_class
 from launchyard.backends.base import Handle, LaunchSpec, Observation, Phase
 from launchyard.errors import BackendError, InvalidInputError
-from tests.conftest import require
 
 IMAGE = "local/busybox:1"
 HOW = "start dockerd and import local/busybox:1 with .ci/services/docker.sh (sets DOCKER_HOST)"
@@ -233,12 +233,14 @@ def test_cache_dir_is_shared_between_runs(
     backend: DockerBackend, make_spec: MakeSpec, tmp_path: Path
 ) -> None:
     config = {"cache_dir": str(tmp_path / "cache")}
-    writer = make_spec(sh("echo weights > /root/.cache/model.bin; echo $HF_HOME"), image=IMAGE,
-                       config=config)
+    writer = make_spec(
+        sh("echo weights > /root/.cache/model.bin; echo $HF_HOME"), image=IMAGE, config=config
+    )
     assert run(finish(backend, run(backend.launch(writer))))[1] == "/root/.cache/huggingface\n"
     assert (tmp_path / "cache" / "model.bin").read_text() == "weights\n"
-    reader = make_spec(sh("cat /data/model.bin"), image=IMAGE,
-                       config={**config, "cache_path": "/data"})
+    reader = make_spec(
+        sh("cat /data/model.bin"), image=IMAGE, config={**config, "cache_path": "/data"}
+    )
     assert run(finish(backend, run(backend.launch(reader))))[1] == "weights\n"
 
 

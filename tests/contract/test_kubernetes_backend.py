@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_mock import UNSCHEDULABLE_GPU, MockKubernetes
 
+from k8s_mock import UNSCHEDULABLE_GPU, MockKubernetes
 from launchyard import templating
 from launchyard.backends import get_backend_class
 from launchyard.backends.base import Handle, LaunchSpec, LogChunk, Observation, Phase

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from k8s_mock import MockKubernetes
-
 from tests.e2e.conftest import LiveServer, wait_until, write
+
+from k8s_mock import MockKubernetes
 
 K8S_QUEUE = """\
 name: k8s
