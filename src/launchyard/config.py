@@ -53,4 +53,4 @@ class AgentSettings(BaseSettings):
     """Options per backend, e.g. ``{"docker": {"base_url": "unix:///var/run/docker.sock"}}``."""
     cancel_grace_s: float = Field(default=10.0, ge=0)
     log_interval_s: float = Field(default=0.5, gt=0)
-    poll_interval_s: float = Field(default=0.2, gt=0)
+    poll_interval_s: float = Field(default=0.1, gt=0)

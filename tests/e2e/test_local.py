@@ -201,3 +201,20 @@ def test_drained_agent_finishes_its_runs_and_exits(live_server: LiveServer, tmp_
     assert states(live_server, [first, second]) == ["finished", "queued"]
     waiting = live_server.client().get_run(second)
     assert waiting["waiting_reason"].startswith("no agent for this queue")
+
+
+def test_login_and_an_agent_config_file(live_server: LiveServer, tmp_path: Path) -> None:
+    env_free = {"key": ""}  # no LAUNCHYARD_API_KEY: the stored credentials must be used
+    live_server.cli("login", "--host", live_server.host, "--key", live_server.key)
+    stored = tmp_path / "cli-config" / "credentials.json"
+    assert oct(stored.stat().st_mode & 0o777) == "0o600"
+    live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)),
+                    **env_free)
+    agent_file = write(tmp_path / "agent.yaml",
+                       "queues: [gpu]\nentity: default\nmax_jobs: 2\ngpus: '0,1'\n")
+    live_server.start_agent("-c", str(agent_file), name="from-file")
+    live_server.wait_agent_ready("from-file")
+    agents = json.loads(live_server.cli("agents", "list", "--json").stdout)
+    assert agents[0]["gpu_ids"] == [0, 1] and agents[0]["max_jobs"] == 2
+    run_id = launch(live_server, "--set", "gpus=2", "--", "true")
+    wait_until(lambda: states(live_server, [run_id]) == ["finished"], 30)

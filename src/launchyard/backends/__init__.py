@@ -11,6 +11,7 @@ _BACKENDS: dict[str, tuple[str, str]] = {
     "local": ("launchyard.backends.local", "LocalBackend"),
     "kubernetes": ("launchyard.backends.kubernetes", "KubernetesBackend"),
     "docker": ("launchyard.backends.docker", "DockerBackend"),
+    "slurm": ("launchyard.backends.slurm", "SlurmBackend"),
 }
 
 

@@ -212,3 +212,15 @@ def test_drained_agents_get_no_new_runs(sqlite_server) -> None:  # type: ignore[
     reply = claim(c, agent_id, 4, 4)
     assert reply["runs"] == [] and reply["draining"] is True
     assert c.list_agents("default")[0]["state"] == "draining"
+
+
+def test_runs_behind_a_reservation_say_so(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(None, reserve_after_s=0)
+    c = server.client()
+    agent_id = setup(c)
+    first = submit(c, 3)
+    assert [r["id"] for r in claim(c, agent_id, 4, 4)["runs"]] == [first]
+    big, small = submit(c, 4), submit(c, 1)
+    assert claim(c, agent_id, 1, 3, seq=2)["runs"] == []  # the 4-GPU run holds the reservation
+    assert c.get_run(big)["waiting_reason"] == "needs 4 GPUs, 1 free"
+    assert c.get_run(small)["waiting_reason"].startswith(f"reserved for a bigger run: {big}")

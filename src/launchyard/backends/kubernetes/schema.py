@@ -71,7 +71,12 @@ def required_of(model: str) -> set[str]:
 
 def check_job(job: Any) -> None:
     """Raise InvalidInputError at the first place ``job`` breaks the ``batch/v1`` Job schema."""
-    _walk(job, "V1Job", "", [])
+    check_object(job, "V1Job")
+
+
+def check_object(obj: Any, model: str) -> None:
+    """The same check for any object, by model class name (``"V1PersistentVolume"``)."""
+    _walk(obj, model, "", [])
 
 
 def _walk(value: Any, type_: str, path: str, ancestors: list[tuple[str, str]]) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from launchyard.errors import BackendError, MissingDependencyError
@@ -36,7 +36,14 @@ class SlurmCommands:
             self.env["SLURM_CONF"] = str(Path(slurm_conf).expanduser())
         self.timeout_s = timeout_s
 
-    async def run(self, tool: str, args: Sequence[str], *, check: bool = True) -> tuple[int, str]:
+    async def run(
+        self,
+        tool: str,
+        args: Sequence[str],
+        *,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> tuple[int, str]:
         """``(exit status, stdout)``; a failure with ``check`` raises BackendError with stderr."""
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -45,7 +52,7 @@ class SlurmCommands:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=self.env,
+                env=dict(env if env is not None else self.env),
             )
         except OSError as exc:
             raise MissingDependencyError(f"could not run {tool}: {exc}; {INSTALL_HINT}") from exc
@@ -89,6 +96,7 @@ def _find(tool: str, bin_dir: str | None) -> str:
 
 
 def _last_line(stderr: bytes | str) -> str:
+    """What a tool said on stderr, on one line (Slurm's errors are short)."""
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no error output"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines)[-1000:] if lines else "no error output"

@@ -35,7 +35,9 @@ ALLOWED_KEYS: tuple[str, ...] = (
     "working_dir",
 )
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_GRES_ITEM = re.compile(r"(?P<name>[A-Za-z0-9_]+)(?::(?P<type>[A-Za-z0-9_.-]+))??(?::(?P<count>\d+))?")
+_GRES_ITEM = re.compile(
+    r"(?P<name>[A-Za-z0-9_]+)(?::(?P<type>[A-Za-z0-9_.-]+))??(?::(?P<count>\d+))?"
+)
 _MEM = re.compile(r"\d+[KMGT]?")
 _TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|UNLIMITED|INFINITE|infinite|unlimited")
 _NODES = re.compile(r"\d+(-\d+)?")

@@ -29,7 +29,7 @@ def _response(sess: Session, entity: EntityRow, row: QueueRow) -> QueueResponse:
         name=row.name,
         resource=row.resource,
         config=row.config_text,
-        config_parsed=templating.parse_config(row.config_text),
+        config_parsed=service.parsed_config(row.config_text),
         variables=row.variables,
         priority=row.priority_enabled,
         counts=counts,

@@ -19,6 +19,7 @@ from launchyard.server.services import runs as service
 from launchyard.server.services.auth import Role
 from launchyard.server.services.entities import get_entity, get_project
 from launchyard.server.services.queues import get_queue
+from launchyard.server.tables import UserRow
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
@@ -27,7 +28,9 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 def submit(entity: str, req: RunSubmitRequest, state: State, who: Caller) -> RunResponse:
     with state.db.session() as sess:
         run = service.submit(sess, who, get_entity(sess, entity), req)
-        response = service.to_response(sess, run, detail=False)
+        names = service.Names(sess)
+        names.remember(UserRow, who.user_id, who.name)
+        response = service.to_response(sess, run, names, detail=False)
     state.notifier.notify()
     return response
 
@@ -66,7 +69,12 @@ def list_runs(
 def show(run_id: str, state: State, who: Caller) -> RunResponse:
     with state.db.session() as sess:
         run = service.get_run(sess, who, run_id)
-        return service.to_response(sess, run, lease_ttl_s=state.settings.lease_ttl_s)
+        return service.to_response(
+            sess,
+            run,
+            lease_ttl_s=state.settings.lease_ttl_s,
+            reserve_after_s=state.settings.reserve_after_s,
+        )
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -57,6 +58,15 @@ def state_counts(sess: Session, queue_ids: list[int]) -> dict[int, dict[str, int
     for queue_id, state, n in rows:
         counts[queue_id][state] = n
     return counts
+
+
+@functools.lru_cache(maxsize=512)
+def parsed_config(text: str) -> dict[str, Any]:
+    """A queue's template, parsed once per text (submissions render many runs of one queue).
+
+    Callers must not mutate the result: ``templating.render`` builds a new tree.
+    """
+    return templating.parse_config(text)
 
 
 def config_text(config: Any) -> str:

@@ -28,7 +28,7 @@ from launchyard.server.schemas.runs import (
 from launchyard.server.services import jobs as jobs_service
 from launchyard.server.services.auth import Principal, Role, now
 from launchyard.server.services.entities import get_or_create_project
-from launchyard.server.services.queues import get_queue
+from launchyard.server.services.queues import get_queue, parsed_config
 from launchyard.server.tables import (
     AgentRow,
     EntityRow,
@@ -143,7 +143,7 @@ def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitReque
         "queue_name": queue.name,
         "author": who.name,
     }
-    tree = templating.parse_config(queue.config_text)
+    tree = parsed_config(queue.config_text)
     rendered = templating.render(tree, resolved_values, macros)
     if not isinstance(rendered, dict):  # parse_config guarantees a mapping
         raise InvalidInputError("the queue's config must render to a mapping")
@@ -283,12 +283,39 @@ def agent_views(sess: Session, queue_id: int, lease_ttl_s: float) -> list[AgentV
     ]
 
 
+def _behind_reservation(
+    sess: Session, run: RunRow, agents: list[AgentView], reserve_after_s: float
+) -> str | None:
+    """Say so when the head of the queue holds a GPU reservation that this run waits behind."""
+    head = sess.execute(
+        select(RunRow)
+        .where(RunRow.queue_id == run.queue_id, RunRow.state == RunState.QUEUED.value)
+        .order_by(RunRow.priority_rank, RunRow.seq)
+        .limit(1)
+    ).scalar_one_or_none()
+    serving = [a for a in agents if a.alive and not a.draining]
+    if head is None or head.id == run.id or not serving:
+        return None
+    most_free = max(a.free_gpus for a in serving)
+    fits_somewhere = any(head.gpus <= a.total_gpus for a in serving)
+    waited = now().timestamp() - head.queued_at.timestamp()
+    if fits_somewhere and head.gpus > most_free and waited >= reserve_after_s:
+        return (
+            f"reserved for a bigger run: {head.id} needs {head.gpus} GPUs and holds a "
+            "reservation, so smaller runs wait behind it"
+        )
+    return None
+
+
 class Names:
     """Caches id → name lookups while building many responses."""
 
     def __init__(self, sess: Session) -> None:
         self.sess = sess
         self._cache: dict[tuple[type[Any], int], str] = {}
+
+    def remember(self, table: type[Any], row_id: int, name: str) -> None:
+        self._cache[(table, row_id)] = name
 
     def of(self, table: type[Any], row_id: int | None) -> str | None:
         if row_id is None:
@@ -307,6 +334,7 @@ def to_response(
     *,
     detail: bool = True,
     lease_ttl_s: float = 30.0,
+    reserve_after_s: float = 30.0,
 ) -> RunResponse:
     names = names or Names(sess)
     transitions: list[TransitionResponse] = []
@@ -325,7 +353,10 @@ def to_response(
         ]
         if run.state == RunState.QUEUED.value:
             position = queue_position(sess, run)
-            waiting = explain_wait(run.gpus, agent_views(sess, run.queue_id, lease_ttl_s))
+            agents = agent_views(sess, run.queue_id, lease_ttl_s)
+            waiting = explain_wait(run.gpus, agents)
+            if position > 1:
+                waiting = _behind_reservation(sess, run, agents, reserve_after_s) or waiting
     return RunResponse(
         id=run.id,
         name=run.name,
