@@ -19,7 +19,7 @@ def nvml_gpu_ids() -> list[int]:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        log.info("NVML found no NVIDIA driver (%s): no GPUs", exc)
+        log.debug("NVML found no NVIDIA driver (%s): no GPUs", exc)
         return []
     try:
         return list(range(pynvml.nvmlDeviceGetCount()))

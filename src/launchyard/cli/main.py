@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from launchyard.cli import agents, auth, jobs, queues, runs, server
+from launchyard.cli import agents, auth, doctor, jobs, queues, runs, server
 from launchyard.cli.common import err_console
 from launchyard.errors import LaunchyardError
 
@@ -30,6 +30,7 @@ app.command("launch-agent")(agents.launch_agent)
 app.command("login")(auth.login)
 app.command("server")(server.serve)
 app.command("quickstart")(server.quickstart)
+app.command("doctor")(doctor.doctor)
 
 _verbose = False
 
