@@ -28,6 +28,7 @@ HOW = "start dockerd and import local/busybox:1 with .ci/services/docker.sh (set
 
 docker = pytest.importorskip("docker")
 
+from launchyard.backends.build import build_image, dockerfile_for, image_tag  # noqa: E402
 from launchyard.backends.docker import DockerBackend  # noqa: E402
 from launchyard.backends.docker.logs import MAX_LOG_CHUNK  # noqa: E402
 
@@ -426,3 +427,72 @@ def test_gpu_demand_is_the_gpus_count() -> None:
     assert DockerBackend.gpu_demand({"gpus": 2}) == 2
     assert DockerBackend.gpu_demand({"gpus": "3"}) == 3
     assert DockerBackend.gpu_demand({}) == 0
+
+
+# -- image builds --------------------------------------------------------------------------
+
+
+class _NoBuilds:
+    """A client whose builds fail the test: proves a cache hit built nothing."""
+
+    def __init__(self, client: Any) -> None:
+        self.images = self
+        self._client = client
+
+    def get(self, tag: str) -> Any:
+        return self._client.images.get(tag)
+
+    def build(self, **kwargs: Any) -> Any:
+        raise AssertionError("an unchanged folder was built again")
+
+
+def test_a_folder_is_built_once_and_tagged_by_its_content(
+    backend: DockerBackend, make_spec: MakeSpec, tmp_path: Path
+) -> None:
+    code = tmp_path / "my code"
+    code.mkdir()
+    (code / "Dockerfile").write_text(
+        f'FROM {IMAGE}\nCOPY message.txt /message.txt\nCMD ["cat", "/message.txt"]\n'
+    )
+    (code / "message.txt").write_text("built v1\n")
+    (code / "__pycache__").mkdir()
+    (code / "__pycache__" / "x.pyc").write_bytes(b"ignored")
+    tag = build_image(backend.client, code)
+    assert tag.startswith("launchyard-build/my-code:")
+    assert build_image(_NoBuilds(backend.client), code) == tag  # cache hit
+    (code / "__pycache__" / "x.pyc").write_bytes(b"still ignored")
+    assert image_tag(code) == tag
+    spec = make_spec([], image=tag, config={"pull": "never"})
+    assert run(finish(backend, run(backend.launch(spec))))[1] == "built v1\n"
+    (code / "message.txt").write_text("built v2\n")
+    changed = build_image(backend.client, code)
+    assert changed != tag
+    spec = make_spec([], image=changed, config={"pull": "never"})
+    assert run(finish(backend, run(backend.launch(spec))))[1] == "built v2\n"
+    for built in (tag, changed):
+        backend.client.images.remove(built, force=True)
+
+
+def test_a_failing_build_says_why(backend: DockerBackend, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {IMAGE}\nRUN echo compiling && exit 7\n")
+    with pytest.raises(BackendError, match="(?s)image build failed: .*compiling"):
+        build_image(backend.client, tmp_path)
+
+
+def test_a_dockerfile_is_generated_for_requirements_and_an_entry_point(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    name, text = dockerfile_for(tmp_path, base_image="python:3.12-slim")
+    assert name == "Dockerfile.launchyard"
+    assert text is not None and text.splitlines() == [
+        "FROM python:3.12-slim",
+        "WORKDIR /app",
+        "COPY requirements.txt /app/requirements.txt",
+        "RUN pip install --no-cache-dir -r /app/requirements.txt",
+        "COPY . /app",
+        'CMD ["python", "train.py"]',
+    ]
+    assert image_tag(tmp_path, "python:3.12-slim") != image_tag(tmp_path, "python:3.11-slim")
+    (tmp_path / "train.py").unlink()
+    with pytest.raises(InvalidInputError, match="add a Dockerfile, or a requirements.txt"):
+        dockerfile_for(tmp_path)

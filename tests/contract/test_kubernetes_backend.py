@@ -24,6 +24,7 @@ from launchyard import templating
 from launchyard.backends import get_backend_class
 from launchyard.backends.base import Handle, LaunchSpec, LogChunk, Observation, Phase
 from launchyard.backends.kubernetes import KubernetesBackend
+from launchyard.backends.kubernetes.doctor import cluster_checks
 from launchyard.backends.kubernetes.manifest import job_name
 from launchyard.errors import BackendError, InvalidInputError
 
@@ -534,3 +535,38 @@ def test_api_errors_become_launchyard_errors(tmp_path, cluster, make_backend) ->
 def test_unknown_agent_options_are_refused(cluster, make_backend) -> None:
     with pytest.raises(InvalidInputError, match="namespce"):
         make_backend(cluster, namespce="ml")
+
+
+def test_doctor_checks_the_cluster(cluster, tmp_path) -> None:
+    options = {"kubeconfig": str(cluster.write_kubeconfig(tmp_path / "kubeconfig"))}
+    checks = {c.name: c for c in cluster_checks(options)}
+    assert all(c.ok for c in checks.values()), checks
+    assert checks["context"].detail.startswith(f"context mock: {cluster.url}, namespace default")
+    assert checks["GPU nodes"].detail == (
+        "12 GPU(s) on gpu-node-0 (4), gpu-node-1 (4), gpu-node-2 (4)"
+    )
+    assert "v1.31.0" in checks["API reachable"].detail
+    cluster.nodes, cluster.daemon_sets = [{"metadata": {"name": "cpu"}, "status": {}}], []
+    checks = {c.name: c for c in cluster_checks(options)}
+    assert not checks["GPU nodes"].ok and "install the NVIDIA device plugin" in (
+        checks["GPU nodes"].detail
+    )
+    assert not checks["NVIDIA device plugin"].ok
+    cluster.stop()
+    [context, reach] = cluster_checks(options)
+    assert context.ok and not reach.ok and "cannot reach" in reach.detail
+    [context] = cluster_checks({"kubeconfig": str(tmp_path / "missing")})
+    assert not context.ok and "cannot load the Kubernetes configuration" in context.detail
+
+
+def test_poll_keeps_the_last_state_while_the_api_is_away(cluster, make_backend) -> None:
+    backend = make_backend(cluster)
+    handle = run(backend.launch(spec()))
+    cluster.running(handle.data["job"])
+    wait_for(backend, handle, lambda o: o.phase is Phase.RUNNING)
+    cluster.stop()
+    until(lambda: not backend.feeds.pods.connected)
+    assert run(backend.poll(handle)).phase is Phase.RUNNING  # not lost: just unknown for now
+    never_seen = Handle("kubernetes", "zzz", 1, {"job": "zzz-1", "uid": "u"})
+    obs = run(backend.poll(never_seen))
+    assert obs.phase is Phase.PENDING and "cannot reach the Kubernetes API" in (obs.reason or "")

@@ -7,7 +7,6 @@ sees as ``NVIDIA_VISIBLE_DEVICES``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -75,20 +74,15 @@ def launch(server: LiveServer, *args: str) -> str:
     return out.strip().splitlines()[-1]
 
 
-def run_of(server: LiveServer, run_id: str) -> dict:  # type: ignore[type-arg]
-    shown: dict = json.loads(server.cli("runs", "show", run_id, "--json").stdout)  # type: ignore[type-arg]
-    return shown
-
-
 def test_docker_runs_get_disjoint_gpus_and_stream_logs(server: LiveServer) -> None:
     ids = [launch(server, "--set", "gpus=2", "--", "sh", "-c", HOLD_GPUS) for _ in range(4)]
     # All four wait in the queue first, so the agent's GPU assignment alone decides.
     server.start_agent("-q", "gpu-docker", "-j", "4", "--gpus", "0,1,2,3")
     client = server.client()
     wait_until(lambda: all(client.get_run(i)["state"] in ("finished", "failed") for i in ids), 60)
-    runs = [run_of(server, i) for i in ids]
+    runs = [client.get_run(i) for i in ids]
     assert [r["state"] for r in runs] == ["finished"] * 4, [r["reason"] for r in runs]
-    logs = [server.cli("logs", i).stdout for i in ids]
+    logs = [server.cli("logs", ids[0]).stdout] + [client.logs(i)["text"] for i in ids[1:]]
     held = []
     for run, text in zip(runs, logs, strict=True):
         gpus = sorted(run["gpu_ids"])
@@ -108,13 +102,31 @@ def test_docker_runs_get_disjoint_gpus_and_stream_logs(server: LiveServer) -> No
 def test_docker_failures_reach_the_run_with_their_reason(server: LiveServer) -> None:
     server.start_agent("-q", "gpu-docker", "-j", "2", "--gpus", "0,1")
     exit_3 = launch(server, "--set", "gpus=0", "--", "sh", "-c", "echo bad >&2; exit 3")
-    missing = server.cli(
-        "launch", "-q", "gpu-docker", "-d", "local/absent:1", "--set", "gpus=0"
-    ).stdout.strip().splitlines()[-1]
+    missing = (
+        server.cli("launch", "-q", "gpu-docker", "-d", "local/absent:1", "--set", "gpus=0")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     client = server.client()
     wait_until(lambda: client.get_run(exit_3)["state"] == "failed", 30)
     wait_until(lambda: client.get_run(missing)["state"] == "failed", 30)
-    failed = run_of(server, exit_3)
+    failed = client.get_run(exit_3)
     assert (failed["reason"], failed["exit_code"]) == ("exit code 3", 3)
     assert "bad" in server.cli("logs", exit_3).stdout
-    assert "image pull failed" in run_of(server, missing)["reason"]
+    assert "image pull failed" in client.get_run(missing)["reason"]
+
+
+def test_a_restarted_agent_adopts_its_running_container(server: LiveServer) -> None:
+    agent = server.start_agent("-q", "gpu-docker", "-j", "2", "--gpus", "0,1")
+    run_id = launch(server, "--set", "gpus=1", "--", "sh", "-c", "echo up; sleep 3; echo end")
+    client = server.client()
+    wait_until(lambda: "up" in client.logs(run_id)["text"], 30)
+    agent.kill()  # no goodbye: the container keeps running without its agent
+    agent.wait()
+    server.start_agent("-q", "gpu-docker", "-j", "2", "--gpus", "0,1", log_name="agent-2.log")
+    wait_until(lambda: client.get_run(run_id)["state"] == "finished", 30)
+    assert client.logs(run_id)["text"] == "up\nend\n"
+    assert [t["state"] for t in client.get_run(run_id)["transitions"]][-2:] == [
+        "running",
+        "finished",
+    ]

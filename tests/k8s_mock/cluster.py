@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -40,6 +41,7 @@ class MockKubernetes:
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.stopping = False
         self.drop_generation = 0
+        self.connections: set[socket.socket] = set()
         self.watches_started = 0
         self.nodes: list[Obj] = [
             {
@@ -47,6 +49,12 @@ class MockKubernetes:
                 "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"}},
             }
             for i in range(3)
+        ]
+        self.daemon_sets: list[Obj] = [
+            {
+                "metadata": {"name": "nvidia-device-plugin-daemonset", "namespace": "kube-system"},
+                "status": {"desiredNumberScheduled": 3, "numberReady": 3},
+            }
         ]
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="k8s-mock-")
@@ -77,6 +85,9 @@ class MockKubernetes:
             _kill(proc)
         self.http.shutdown()
         self.http.server_close()
+        for conn in list(self.connections):  # kept-alive connections would go on answering
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         self._tmp.cleanup()
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:

@@ -44,6 +44,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.cluster.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.cluster.connections.discard(self.connection)
+        super().finish()
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
@@ -68,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if cluster.token and self.headers.get("Authorization") != f"Bearer {cluster.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            if url.path == "/version":
+            if url.path.rstrip("/") == "/version":
                 return self._send(
                     200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-launchyard-mock"}
                 )
@@ -80,6 +88,16 @@ class Handler(BaseHTTPRequestHandler):
                         "apiVersion": "v1",
                         "metadata": {"resourceVersion": "1"},
                         "items": cluster.nodes,
+                    },
+                )
+            if url.path == "/apis/apps/v1/daemonsets" and method == "GET":
+                return self._send(
+                    200,
+                    {
+                        "kind": "DaemonSetList",
+                        "apiVersion": "apps/v1",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": cluster.daemon_sets,
                     },
                 )
             route = _ROUTE.fullmatch(url.path)

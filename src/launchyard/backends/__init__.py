@@ -12,6 +12,7 @@ _BACKENDS: dict[str, tuple[str, str]] = {
     "kubernetes": ("launchyard.backends.kubernetes", "KubernetesBackend"),
     "docker": ("launchyard.backends.docker", "DockerBackend"),
     "slurm": ("launchyard.backends.slurm", "SlurmBackend"),
+    "ray": ("launchyard.backends.ray", "RayBackend"),
 }
 
 

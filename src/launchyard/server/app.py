@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +24,7 @@ from launchyard.server.notify import Notifier
 from launchyard.server.routers import agents, entities, jobs, queues, runs
 from launchyard.server.services import agents as agents_service
 from launchyard.server.services.entities import bootstrap
+from launchyard.server.ui import routes as ui_routes
 
 log = logging.getLogger("launchyard.server")
 
@@ -58,6 +60,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.launchyard = state
     for module in (entities, queues, runs, jobs, agents):
         app.include_router(module.router)
+    app.include_router(ui_routes.router)
+    app.mount("/ui/static", StaticFiles(directory=ui_routes.STATIC_DIR), name="ui-static")
     _install_error_handlers(app)
     return app
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import os
 import re
@@ -29,10 +28,11 @@ from typing import Any
 
 from launchyard.backends.base import Backend, Handle, LaunchSpec, LogChunk, Observation, Phase
 from launchyard.backends.docker import config as cfg
+from launchyard.backends.docker import launching
+from launchyard.backends.docker.launching import explain
 from launchyard.backends.docker.logs import LogMirror
 from launchyard.errors import BackendError, InvalidInputError, MissingDependencyError
 
-CONFIG_MOUNT = "/launchyard/config.json"
 CANCEL_FILE = "cancelled"
 OWNER_LABEL = "launchyard.owner"
 RUN_LABEL = "launchyard.run-id"
@@ -69,7 +69,6 @@ class DockerBackend(Backend):
         self._base_url = base_url
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self._errors = docker.errors
-        self._types = docker.types
         try:
             _check_socket(self.base_url)  # the SDK leaks a socket when a connect fails
             if base_url:
@@ -98,11 +97,15 @@ class DockerBackend(Backend):
                     f"backends.docker cannot hold {key!r}; allowed: {', '.join(OPTION_KEYS)}",
                     fields={"key": key, "allowed": list(OPTION_KEYS)},
                 )
-        return cls(
-            state_dir,
-            base_url=options.get("base_url"),
-            timeout_s=float(options.get("timeout_s", 60.0)),
-        )
+        timeout_s = options.get("timeout_s", 60.0)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
+            raise InvalidInputError(
+                f"backends.docker.timeout_s must be a number of seconds > 0, got {timeout_s!r}"
+            )
+        base_url = options.get("base_url")
+        if base_url is not None and not isinstance(base_url, str):
+            raise InvalidInputError(f"backends.docker.base_url must be a URL, got {base_url!r}")
+        return cls(state_dir, base_url=base_url, timeout_s=float(timeout_s))
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> None:
@@ -157,17 +160,20 @@ class DockerBackend(Backend):
         handle = Handle(self.name, spec.run_id, spec.attempt, {"container": name, "image": image})
         container = self._find(name)
         if container is None:
-            self._write_config(spec)
-            self._ensure_image(image, str(spec.config.get("pull") or "missing"))
+            folder = self._run_dir(spec.run_id, spec.attempt)
+            launching.write_run_config(spec, folder)
+            launching.ensure_image(self.client, image, str(spec.config.get("pull") or "missing"))
+            labels = {**spec.labels(), OWNER_LABEL: self.owner}
+            options = launching.create_options(spec, folder, labels)
             try:
                 container = self.client.containers.create(
-                    image, command=spec.command or None, name=name, **self._options(spec)
+                    image, command=spec.command or None, name=name, **options
                 )
             except self._errors.ImageNotFound as exc:
-                raise BackendError(f"image {image!r} not found: {_explain(exc)}") from exc
+                raise BackendError(f"image {image!r} not found: {explain(exc)}") from exc
             except self._errors.APIError as exc:
                 if exc.status_code != 409:  # 409: a concurrent launch created it first
-                    raise BackendError(f"docker refused the container: {_explain(exc)}") from exc
+                    raise BackendError(f"docker refused the container: {explain(exc)}") from exc
                 container = self._find(name)
                 if container is None:
                     raise BackendError(f"container {name} vanished while launching") from exc
@@ -176,81 +182,8 @@ class DockerBackend(Backend):
                 container.start()
             except self._errors.APIError as exc:
                 self._remove(name)
-                raise BackendError(f"the container did not start: {_explain(exc)}") from exc
+                raise BackendError(f"the container did not start: {explain(exc)}") from exc
         return handle
-
-    def _options(self, spec: LaunchSpec) -> dict[str, Any]:
-        """``containers.create`` keywords: labels, env, mounts, GPUs, resources."""
-        config = spec.config
-        folder = self._run_dir(spec.run_id, spec.attempt)
-        binds = [f"{folder / 'config.json'}:{CONFIG_MOUNT}:ro"]
-        env: dict[str, str] = {}
-        if config.get("cache_dir"):
-            cache_path = str(config.get("cache_path") or cfg.DEFAULT_CACHE_PATH)
-            host = Path(str(config["cache_dir"])).expanduser()
-            try:
-                host.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BackendError(f"cache_dir {str(host)!r} cannot be created: {exc}") from exc
-            binds.append(f"{host.resolve()}:{cache_path}")
-            env.update(
-                XDG_CACHE_HOME=cache_path,
-                HF_HOME=f"{cache_path}/huggingface",
-                PIP_CACHE_DIR=f"{cache_path}/pip",
-                LAUNCHYARD_CACHE_DIR=cache_path,
-            )
-        binds.extend(str(volume) for volume in config.get("volumes") or [])
-        env.update({str(k): _env_value(v) for k, v in (config.get("env") or {}).items()})
-        env.update({str(k): str(v) for k, v in spec.env.items()})
-        env["LAUNCHYARD_RUN_ID"] = spec.run_id
-        env["LAUNCHYARD_CONFIG_FILE"] = CONFIG_MOUNT
-        options: dict[str, Any] = {
-            "labels": {**spec.labels(), OWNER_LABEL: self.owner},
-            "volumes": binds,
-            **cfg.container_options(config),
-        }
-        if spec.gpu_ids:
-            ids = [str(gpu) for gpu in spec.gpu_ids]
-            options["device_requests"] = [
-                self._types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])
-            ]
-        else:  # no GPU asked for: none shown, even when the image says "all"
-            env["NVIDIA_VISIBLE_DEVICES"] = "void"
-        options["environment"] = env
-        return options
-
-    def _write_config(self, spec: LaunchSpec) -> None:
-        folder = self._run_dir(spec.run_id, spec.attempt)
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            text = json.dumps(spec.run_config, indent=2)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"the run config is not JSON: {exc}") from exc
-        tmp = folder / "config.json.tmp"
-        tmp.write_text(text)
-        tmp.chmod(0o644)  # readable by the container's user, whoever it is
-        tmp.replace(folder / "config.json")
-
-    def _ensure_image(self, image: str, pull: str) -> None:
-        if pull != "always":
-            try:
-                self.client.images.get(image)
-                return
-            except self._errors.ImageNotFound:
-                if pull == "never":
-                    raise BackendError(
-                        f"image {image!r} is not on the Docker host and the queue says "
-                        "pull: never; build or load it there, or set pull: missing"
-                    ) from None
-            except self._errors.APIError as exc:
-                raise BackendError(f"cannot look up image {image!r}: {_explain(exc)}") from exc
-        try:
-            self.client.images.pull(image)
-        except self._errors.DockerException as exc:
-            raise BackendError(
-                f"image pull failed: {image!r}: {_explain(exc)}; check the name and the "
-                "registry login on the Docker host, or build the image there"
-            ) from exc
 
     # -- observing and stopping ------------------------------------------------------------
 
@@ -301,7 +234,7 @@ class DockerBackend(Backend):
         except self._errors.NotFound:
             return
         except self._errors.APIError as exc:
-            raise BackendError(f"could not stop container {name}: {_explain(exc)}") from exc
+            raise BackendError(f"could not stop container {name}: {explain(exc)}") from exc
 
     def _read_logs(self, handle: Handle, offset: int) -> LogChunk:
         name = _container_name(handle.run_id, handle.attempt)
@@ -406,10 +339,6 @@ def _container_name(run_id: str, attempt: int) -> str:
     return f"launchyard-{run_id}-{attempt}"
 
 
-def _explain(exc: Any) -> str:
-    return str(getattr(exc, "explanation", None) or exc)
-
-
 def _size(size: int) -> str:
     """``8 MiB`` from 8388608."""
     value, unit = float(size), "B"
@@ -418,10 +347,3 @@ def _size(size: int) -> str:
             break
         value /= 1024
     return f"{value:g} {unit}"
-
-
-def _env_value(value: Any) -> str:
-    """A queue env value as text; booleans as YAML and JSON spell them."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

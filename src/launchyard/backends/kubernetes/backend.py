@@ -6,9 +6,7 @@
   and adopts the Job instead of starting the run twice.
 - poll: Jobs and pods are watched (``watch.py``); polling reads that cache and
   maps it to a phase (``states.py``), with a GET when the watch is not up.
-- logs: the newest pod's log, read whole and cut at the byte offset already
-  returned (the API has no byte offset of its own), at most once a second while
-  it runs.
+- logs: the newest pod's log from the offset already returned (``logs.py``).
 - cancel: delete the Job with ``propagationPolicy=Background`` so its pods and
   ConfigMap go too (the Job API's own default would orphan them).
 
@@ -20,14 +18,13 @@ reason, until a node has them free.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from launchyard.backends.base import Backend, Handle, LaunchSpec, LogChunk, Observation
+from launchyard.backends.base import Backend, Handle, LaunchSpec, LogChunk, Observation, Phase
 from launchyard.backends.kubernetes import api, manifest, states
+from launchyard.backends.kubernetes.logs import LogReader
 from launchyard.backends.kubernetes.watch import Feeds
 from launchyard.errors import (
     BackendError,
@@ -47,9 +44,6 @@ OPTIONS = (
     "cache_path",
 )
 DEFAULT_TTL_S = 3600
-LOG_REFRESH_S = 1.0
-"""A running pod's log is fetched whole, so not more often than this."""
-MAX_LOG_CHUNK = 1024 * 1024
 FINISHED = ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget")
 
 
@@ -76,7 +70,8 @@ class KubernetesBackend(Backend):
         self.core = k8s.client.CoreV1Api(api_client)
         self.feeds = Feeds(self.batch, self.core, namespace, manifest.MANAGED_SELECTOR)
         self._cancelled: set[str] = set()
-        self._log_read_at: dict[str, float] = {}
+        self.logs = LogReader(self.core, namespace)
+        self._last: dict[str, Observation] = {}
 
     @classmethod
     def create(
@@ -126,7 +121,14 @@ class KubernetesBackend(Backend):
             # The Job and Pod watches are separate streams, so the cache may hold a Job's
             # verdict before the pod update that explains it: an end is reported once, so
             # confirm it against the API first.
-            obs = self._observe(handle, *await asyncio.to_thread(self._read, handle))
+            try:
+                obs = self._observe(handle, *await asyncio.to_thread(self._read, handle))
+            except BackendError as exc:  # the API is away for now: say so, ask again later
+                last = self._last.get(job_name)
+                if last is not None and not last.phase.is_terminal:
+                    return last
+                return Observation(Phase.PENDING, reason=f"cannot tell yet: {exc.message}")
+        self._last[job_name] = obs
         return obs
 
     def _observe(
@@ -149,15 +151,18 @@ class KubernetesBackend(Backend):
         preemption, lost); finished ones stay for ``ttlSecondsAfterFinished``."""
         job_name = str(handle.data["job"])
         found = self.feeds.lookup(job_name, self._pod_labels(handle))
-        job = found[0] if found is not None else None
-        finished = job is not None and any(
-            c.get("type") in FINISHED and c.get("status") == "True"
-            for c in (job.get("status") or {}).get("conditions") or []
-        )
-        if found is None or (job is not None and not finished):
-            with contextlib.suppress(LaunchyardError):  # best effort: the TTL cleans up
+        with contextlib.suppress(LaunchyardError):  # best effort: the TTL cleans up
+            if found is None:
+                found = await asyncio.to_thread(self._read, handle)
+            job = found[0]
+            finished = job is not None and any(
+                c.get("type") in FINISHED and c.get("status") == "True"
+                for c in (job.get("status") or {}).get("conditions") or []
+            )
+            if job is not None and not finished:
                 await asyncio.to_thread(self._delete, handle)
-        self._log_read_at.pop(job_name, None)
+        self._last.pop(job_name, None)
+        self.logs.forget(job_name)
         self._cancelled.discard(job_name)
 
     async def live_handles(self) -> list[Handle]:
@@ -258,37 +263,7 @@ class KubernetesBackend(Backend):
     def _read_logs(self, handle: Handle, offset: int) -> LogChunk:
         job_name = str(handle.data["job"])
         found = self.feeds.lookup(job_name, self._pod_labels(handle)) or self._read(handle)
-        _, pods = self._own(handle, *found)
-        nothing = LogChunk(text="", next_offset=offset)
-        started = [p for p in pods if _started(p)]
-        if not started:
-            return nothing
-        pod = max(started, key=states.age_key)
-        ended = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-        now = time.monotonic()
-        if not ended and now - self._log_read_at.get(job_name, 0.0) < LOG_REFRESH_S:
-            return nothing
-        self._log_read_at[job_name] = now
-        container = pod["spec"]["containers"][0]["name"]
-        try:
-            data = api.call(
-                self.core.read_namespaced_pod_log,
-                pod["metadata"]["name"],
-                self.namespace,
-                container=container,
-                raw=True,
-                what=f"reading the log of pod {pod['metadata']['name']}",
-            )
-        except (NotFoundError, InvalidInputError):  # gone, or not started after all
-            return nothing
-        piece = data[offset : offset + MAX_LOG_CHUNK]
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = decoder.decode(piece, final=False)
-        held = len(decoder.getstate()[0])  # an incomplete character: the next call has it
-        if held and ended and offset + len(piece) >= len(data):
-            text += decoder.decode(b"", final=True)
-            held = 0
-        return LogChunk(text=text, next_offset=offset + len(piece) - held)
+        return self.logs.read(job_name, self._own(handle, *found)[1], offset)
 
     def _live_handles(self) -> list[Handle]:
         data = api.call(
@@ -350,11 +325,3 @@ class KubernetesBackend(Backend):
             if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])
         ]
         return job, owned
-
-
-def _started(pod: dict[str, Any]) -> bool:
-    """Whether the pod's first container has started, so it has a log."""
-    for cstatus in (pod.get("status") or {}).get("containerStatuses") or []:
-        state = cstatus.get("state") or {}
-        return "running" in state or "terminated" in state
-    return False

@@ -17,13 +17,7 @@ so a second launch of one attempt, or a restarted agent, finds it with ``squeue
 from __future__ import annotations
 
 import asyncio
-import codecs
-import contextlib
-import fcntl
-import json
-import os
 import re
-import shlex
 import shutil
 import time
 import weakref
@@ -33,11 +27,11 @@ from typing import Any, ClassVar
 
 from launchyard.backends.base import Backend, Handle, LaunchSpec, LogChunk, Observation, Phase
 from launchyard.backends.slurm import config as cfg
+from launchyard.backends.slurm import files
 from launchyard.backends.slurm.commands import SlurmCommands
 from launchyard.backends.slurm.states import (
     SQUEUE_FORMAT,
     JobRecord,
-    find_in_jobcomp,
     observe,
     parse_key_values,
     parse_squeue,
@@ -45,9 +39,6 @@ from launchyard.backends.slurm.states import (
 from launchyard.errors import BackendError, InvalidInputError
 
 NAME_PREFIX = "launchyard-"
-MAX_LOG_CHUNK = 1024 * 1024
-JOBCOMP_TAIL_BYTES = 16 * 1024 * 1024
-"""How much of the end of the job-completion log is searched for a forgotten job."""
 HIDDEN_ENV_PREFIXES = ("LAUNCHYARD_", "SLURM_", "SBATCH_")
 """The agent's own settings and allocation never leak into a job (sbatch exports the rest)."""
 HIDDEN_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
@@ -139,15 +130,15 @@ class SlurmBackend(Backend):
             raise InvalidInputError(
                 f"run id {spec.run_id!r} cannot name a job: use letters, digits, '.', '_', '-'"
             )
-        lock = await asyncio.to_thread(_lock, job_dir)
+        lock = await asyncio.to_thread(files.lock, job_dir)
         try:  # one submission per attempt, across threads, agents and restarts
-            recorded = _read_json(job_dir / "handle.json")
+            recorded = files.read_json(job_dir / "handle.json")
             if recorded is not None:
                 return Handle.from_json(recorded)
             name = NAME_PREFIX + spec.key
             job_id = await self._find_by_name(name)
             if job_id is None:
-                script = await asyncio.to_thread(self._write_files, spec, job_dir)
+                script = await asyncio.to_thread(files.write_files, spec, job_dir)
                 job_id = await self._submit(spec, job_dir, name, script)
             handle = Handle(
                 backend=self.name,
@@ -155,7 +146,7 @@ class SlurmBackend(Backend):
                 attempt=spec.attempt,
                 data={"job_id": job_id, "name": name},
             )
-            _write_json(job_dir / "handle.json", handle.to_json())
+            files.write_json(job_dir / "handle.json", handle.to_json())
             self._snapshot = None
             return handle
         finally:
@@ -165,7 +156,7 @@ class SlurmBackend(Backend):
         job_dir, job_id, name = self._identify(handle)
         if job_dir is None or job_id is None:
             return Observation(Phase.LOST, reason="Slurm has no job for this run")
-        ended = _read_json(job_dir / "end.json")
+        ended = files.read_json(job_dir / "end.json")
         if ended is not None:
             return Observation(Phase(ended["phase"]), ended.get("exit_code"), ended.get("reason"))
         job = (await self._jobs()).get(job_id)
@@ -176,7 +167,7 @@ class SlurmBackend(Backend):
         observation = observe(job)
         if observation.phase.is_terminal and job_dir.is_dir():
             end = {"phase": observation.phase.value, "exit_code": observation.exit_code}
-            _write_json(job_dir / "end.json", end | {"reason": observation.reason})
+            files.write_json(job_dir / "end.json", end | {"reason": observation.reason})
         return observation
 
     async def cancel(self, handle: Handle, grace_s: float = 10.0) -> None:
@@ -191,7 +182,7 @@ class SlurmBackend(Backend):
         job_dir, _, _ = self._identify(handle)
         if job_dir is None:
             return LogChunk(text="", next_offset=offset)
-        return await asyncio.to_thread(_read_log, job_dir, max(0, offset))
+        return await asyncio.to_thread(files.read_log, job_dir, max(0, offset))
 
     async def release(self, handle: Handle) -> None:
         job_dir = self._job_dir(handle.run_id, handle.attempt)
@@ -203,48 +194,17 @@ class SlurmBackend(Backend):
         _, out = await self.commands.run("squeue", ["--me", "-h", "-O", "JobID:|,Name:|"])
         handles = []
         for line in out.splitlines():
-            job_id, _, name = (part.strip() for part in (line + "||").split("|")[:3])
+            job_id, name = (part.strip() for part in (line + "|").split("|")[:2])
             if not name.startswith(NAME_PREFIX):
                 continue
             run_id, _, attempt = name[len(NAME_PREFIX) :].rpartition("-")
             job_dir = self._job_dir(run_id, int(attempt)) if attempt.isdigit() else None
-            recorded = _read_json(job_dir / "handle.json") if job_dir is not None else None
+            recorded = files.read_json(job_dir / "handle.json") if job_dir is not None else None
             if recorded is not None and recorded.get("data", {}).get("job_id") == job_id:
                 handles.append(Handle.from_json(recorded))
         return handles
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _write_files(self, spec: LaunchSpec, job_dir: Path) -> Path:
-        for stale in ("end.json", "output.log"):
-            (job_dir / stale).unlink(missing_ok=True)
-        try:
-            config_text = json.dumps(spec.run_config)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"the run config is not JSON: {exc}") from exc
-        (job_dir / "config.json").write_text(config_text)
-        (job_dir / "work").mkdir(exist_ok=True)
-        env = {str(k): cfg.env_value(v) for k, v in spec.config.get("env", {}).items()}
-        env.update({str(k): str(v) for k, v in spec.env.items()})
-        env["LAUNCHYARD_RUN_ID"] = spec.run_id
-        env["LAUNCHYARD_CONFIG_FILE"] = str(job_dir / "config.json")
-        for name in env:
-            if not cfg.ENV_NAME.fullmatch(name):
-                raise InvalidInputError(f"env name {name!r} is not a shell variable name")
-        lines = [
-            "#!/bin/sh",
-            f"# launchyard run {spec.run_id}, attempt {spec.attempt}: "
-            f"{spec.entity}/{spec.project} on queue {spec.queue}",
-            *(f"#SBATCH {option}" for option in spec.config.get("extra", [])),
-            *(f"export {name}={shlex.quote(value)}" for name, value in env.items()),
-            "exec " + shlex.join(spec.command),
-        ]
-        script = job_dir / "job.sh"
-        script.unlink(missing_ok=True)
-        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)  # it may hold secrets
-        with os.fdopen(fd, "w") as out:
-            out.write("\n".join(lines) + "\n")
-        return script
 
     async def _submit(self, spec: LaunchSpec, job_dir: Path, name: str, script: Path) -> str:
         args = [
@@ -296,7 +256,7 @@ class SlurmBackend(Backend):
         log_path = self.jobcomp_log or await self._jobcomp_location()
         if log_path is None:
             return None
-        return await asyncio.to_thread(_search_jobcomp, log_path, job_id, name)
+        return await asyncio.to_thread(files.search_jobcomp, log_path, job_id, name)
 
     async def _jobcomp_location(self) -> Path | None:
         _, out = await self.commands.run("scontrol", ["show", "config"], check=False)
@@ -314,7 +274,7 @@ class SlurmBackend(Backend):
         name = NAME_PREFIX + f"{handle.run_id}-{handle.attempt}"
         if job_dir is None:
             return None, None, name
-        recorded = _read_json(job_dir / "handle.json")
+        recorded = files.read_json(job_dir / "handle.json")
         data: Mapping[str, Any] = (recorded or {}).get("data") or handle.data
         job_id = data.get("job_id")
         return job_dir, job_id if isinstance(job_id, str) and job_id.isdigit() else None, name
@@ -323,49 +283,3 @@ class SlurmBackend(Backend):
         """The attempt's folder; None when the names could escape ``jobs/``."""
         key = f"{run_id}-{attempt}"
         return self.jobs_dir / key if _SAFE_KEY.fullmatch(key) else None
-
-
-def _lock(job_dir: Path) -> Any:
-    job_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(job_dir / ".launch.lock", "a")  # noqa: SIM115 - closed by the caller
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
-
-
-def _read_log(job_dir: Path, offset: int) -> LogChunk:
-    finished = (job_dir / "end.json").exists()  # before reading: then the log is whole
-    try:
-        with open(job_dir / "output.log", "rb") as log:
-            log.seek(offset)
-            data = log.read(MAX_LOG_CHUNK)
-    except OSError:
-        return LogChunk(text="", next_offset=offset)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    text = decoder.decode(data, final=False)
-    held = len(decoder.getstate()[0])  # an incomplete character, kept for the next call
-    if held and finished and len(data) < MAX_LOG_CHUNK:
-        text += decoder.decode(b"", final=True)
-        held = 0
-    return LogChunk(text=text, next_offset=offset + len(data) - held)
-
-
-def _search_jobcomp(path: Path, job_id: str, name: str) -> JobRecord | None:
-    with contextlib.suppress(OSError), open(path, "rb") as log:
-        log.seek(0, os.SEEK_END)
-        log.seek(max(0, log.tell() - JOBCOMP_TAIL_BYTES))
-        return find_in_jobcomp(log.read().decode(errors="replace"), job_id, name)
-    return None

@@ -25,7 +25,7 @@ RUNNING_STATES = frozenset(
 )
 
 PENDING_REASONS = {
-    "None": "queued",
+    "None": "queued, waiting for the scheduler",
     "Resources": "waiting for resources",
     "Priority": "waiting behind higher-priority jobs",
     "Dependency": "waiting for a dependency",
@@ -155,7 +155,7 @@ def pending_reason(job: JobRecord) -> str:
         text = "its nodes are being set up"
     elif job.state != "PENDING":
         text = f"{job.state.lower()}, {text}"
-    return f"Slurm: {text} ({job.reason})"
+    return f"Slurm: {text}" + ("" if job.reason == "None" else f" ({job.reason})")
 
 
 def _exit(job: JobRecord) -> tuple[int | None, str]:
