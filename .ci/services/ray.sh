@@ -60,12 +60,14 @@ EOF
   echo "Ray up: $LAUNCHYARD_TEST_RAY_ADDRESS (4 GPUs, 16 CPUs)"
 }
 
-_ray_pids() { ps -eo pid=,sid= | awk -v sid="$RAY_SID" '$2 == sid { print $1 }'; }
+# Live (not zombie) processes of the cluster's session.
+_ray_pids() { ps -eo pid=,sid=,stat= | awk -v sid="$RAY_SID" '$2 == sid && $3 !~ /^Z/ { print $1 }'; }
 
 stop_ray() {
   [ -n "$RAY_SID" ] || return 0
-  # shellcheck disable=SC2046
-  kill -TERM $(_ray_pids) 2>/dev/null || true
+  # `ray start --block` stops the processes it started when it gets SIGTERM (about 2 s);
+  # whatever is left after the deadline is killed by its id.
+  kill -TERM "$RAY_SID" 2>/dev/null || true
   local deadline=$((SECONDS + 15))
   while [ -n "$(_ray_pids)" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
   # shellcheck disable=SC2046

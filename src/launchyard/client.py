@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,19 @@ class Client:
         result: list[dict[str, Any]] = self.request("GET", f"/api/v1/entities/{entity}/agents")
         return result
 
+    def list_files(self, run_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/runs/{run_id}/files")
+        return result
+
+    def download(self, run_id: str, relpath: str) -> bytes:
+        try:
+            response = self._http.request("GET", f"/api/v1/runs/{run_id}/files/{relpath}")
+        except httpx.TransportError as exc:
+            raise _unavailable(self.host, exc) from exc
+        if not response.is_success:
+            _check(response)
+        return response.content
+
     def drain_agent(self, agent_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", f"/api/v1/agents/{agent_id}/drain")
         return result
@@ -267,6 +281,22 @@ class AgentClient:
             "POST", f"/api/v1/runs/{run_id}/logs", json=body
         )
         return int(result["log_bytes"])
+
+    async def put_file(self, run_id: str, relpath: str, path: Path, token: str) -> None:
+        """Upload one output file of a run with that run's output token."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    yield block
+
+        await self.request(
+            "PUT",
+            f"/api/v1/runs/{run_id}/files/{relpath}",
+            content=chunks(),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=600,
+        )
 
     async def stop(self, agent_id: int) -> None:
         await self.request("POST", f"/api/v1/agents/{agent_id}/stop")

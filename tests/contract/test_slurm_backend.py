@@ -24,7 +24,7 @@ from tests.conftest import require
 
 from launchyard.backends import get_backend_class
 from launchyard.backends.base import Handle, LaunchSpec, Observation, Phase
-from launchyard.backends.slurm import SlurmBackend, doctor_checks
+from launchyard.backends.slurm import SlurmBackend, doctor_checks, files
 from launchyard.backends.slurm.config import check_config, gpu_demand, sbatch_options
 from launchyard.backends.slurm.states import (
     JobRecord,
@@ -124,6 +124,13 @@ def test_exit_codes_and_logs(slurm: SlurmBackend, make_spec: MakeSpec) -> None:
         observation = await wait_for_end(slurm, passing)
         assert observation == Observation(Phase.SUCCEEDED, exit_code=0, reason="exit code 0")
         assert await read_all(slurm, passing) == "done\n"
+        # Once the controller forgets a job, its end is in the job-completion log.
+        jobcomp = await slurm._jobcomp_location()
+        assert jobcomp is not None
+        job_id, name = failing.data["job_id"], failing.data["name"]
+        record = await asyncio.to_thread(files.search_jobcomp, jobcomp, job_id, name)
+        assert record is not None
+        assert observe(record) == Observation(Phase.FAILED, exit_code=3, reason="exit code 3")
 
     asyncio.run(scenario())
 

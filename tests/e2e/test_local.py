@@ -218,3 +218,22 @@ def test_login_and_an_agent_config_file(live_server: LiveServer, tmp_path: Path)
     assert agents[0]["gpu_ids"] == [0, 1] and agents[0]["max_jobs"] == 2
     run_id = launch(live_server, "--set", "gpus=2", "--", "true")
     wait_until(lambda: states(live_server, [run_id]) == ["finished"], 30)
+
+
+def test_outputs_saved_by_the_run_are_kept(live_server: LiveServer, tmp_path: Path) -> None:
+    live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)))
+    live_server.start_agent("-q", "gpu", "-j", "1", "--gpus", "0")
+    script = (
+        "import json, os, launchyard; "
+        "open('sample.png', 'wb').write(b'\\x89PNG fake'); "
+        "print(launchyard.save('sample.png', 'images/sample.png')); "
+        "d = os.environ['LAUNCHYARD_OUTPUT_DIR']; "
+        "json.dump({'loss': 0.25}, open(os.path.join(d, 'metrics.json'), 'w'))"
+    )
+    run_id = launch(live_server, "--set", "gpus=0", "--", sys.executable, "-c", script)
+    wait_until(lambda: states(live_server, [run_id]) == ["finished"], 30)
+    c = live_server.client()
+    files = {f["path"]: f["size"] for f in c.list_files(run_id)}
+    assert files == {"images/sample.png": 9, "metrics.json": 14}
+    assert c.download(run_id, "images/sample.png") == b"\x89PNG fake"
+    assert json.loads(c.download(run_id, "metrics.json")) == {"loss": 0.25}

@@ -55,12 +55,22 @@ class Browser:
         self.shots = shots
 
     def screenshot(self, name: str) -> Path:
+        """A PNG of the whole page, beyond the window's height (Chromium's DevTools call)."""
+        import base64
+
         path = self.shots / f"{name}.png"
-        # A full-page shot: grow the window to the document's height first.
-        height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.driver.set_window_size(1280, min(max(int(height), 800), 4000))
-        self.driver.save_screenshot(str(path))
-        self.driver.set_window_size(1280, 900)
+        size = self.driver.execute_script(
+            "const e = document.documentElement; return [e.scrollWidth, e.scrollHeight]"
+        )
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1},
+            },
+        )
+        path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
 
@@ -111,3 +121,71 @@ def _selenium_installed() -> bool:
     except ImportError:
         return False
     return True
+
+
+GPU_VARIABLES = {
+    "gpus": {
+        "description": "GPUs per run",
+        "schema": {"type": "integer", "default": 1, "minimum": 0, "maximum": 4},
+    },
+    "size": {"schema": {"type": "string", "enum": ["sm", "md", "lg"], "default": "sm"}},
+}
+
+
+def make_queue(c: Any, name: str = "gpu", *, priority: bool = False) -> None:
+    c.create_queue(
+        "default",
+        {
+            "name": name,
+            "config": "gpus: '{{gpus}}'\nenv: {SIZE: '{{size}}'}\n",
+            "variables": GPU_VARIABLES,
+            "priority": priority,
+        },
+    )
+
+
+class ProtocolAgent:
+    """Drives runs through the agent protocol over HTTP, step by step (no processes)."""
+
+    def __init__(self, c: Any, queues: list[str], gpu_ids: list[int] | None = None) -> None:
+        self.c = c
+        body = {
+            "name": "a1",
+            "hostname": "host-1",
+            "queues": queues,
+            "max_jobs": 4,
+            "gpu_ids": gpu_ids or [],
+        }
+        self.id = c.request("POST", "/api/v1/entities/default/agents", json=body)["id"]
+        self.tokens: dict[str, str] = {}
+        self.offsets: dict[str, int] = {}
+        self.seq = 0
+
+    def claim(
+        self, free_gpus: int = 4, free_slots: int = 4, holders: dict[str, str] | None = None
+    ) -> list[str]:
+        self.seq += 1
+        capacity = {
+            "seq": self.seq,
+            "free_gpus": free_gpus,
+            "free_slots": free_slots,
+            "gpu_holders": holders or {},
+        }
+        got = self.c.request(
+            "POST", f"/api/v1/agents/{self.id}/claim", json={"capacity": capacity, "wait_s": 0}
+        )
+        for run in got["runs"]:
+            self.tokens[run["id"]] = run["lease_token"]
+            self.offsets[run["id"]] = 0
+        return [r["id"] for r in got["runs"]]
+
+    def report(self, run_id: str, state: str, **extra: Any) -> None:
+        body = {"lease_token": self.tokens[run_id], "state": state, **extra}
+        self.c.request("POST", f"/api/v1/runs/{run_id}/state", json=body)
+
+    def log(self, run_id: str, text: str) -> None:
+        start = self.offsets[run_id]
+        end = start + len(text.encode())
+        body = {"lease_token": self.tokens[run_id], "start": start, "next_offset": end, "text": text}
+        self.c.request("POST", f"/api/v1/runs/{run_id}/logs", json=body)
+        self.offsets[run_id] = end

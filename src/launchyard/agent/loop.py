@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import socket
+from pathlib import Path
 from typing import Any
 
 from launchyard.agent.store import InFlight, Store
@@ -242,8 +244,13 @@ class Agent:
         self.store.save(rec)
         self._spawn(self._launch(rec))
 
+    def _output_dir(self, rec: InFlight) -> Path:
+        return self.state_dir / "outputs" / f"{rec.run_id}-{rec.attempt}"
+
     def _spec(self, rec: InFlight) -> LaunchSpec:
         c = rec.claimed
+        outputs = self._output_dir(rec)
+        outputs.mkdir(parents=True, exist_ok=True)
         return LaunchSpec(
             run_id=rec.run_id,
             attempt=rec.attempt,
@@ -257,6 +264,11 @@ class Agent:
                 "LAUNCHYARD_ENTITY": c["entity"],
                 "LAUNCHYARD_PROJECT": c["project"],
                 "LAUNCHYARD_QUEUE": c["queue"],
+                # Outputs: files written here are uploaded when the run ends; the
+                # token (this run's only) lets `launchyard.save` upload at once.
+                "LAUNCHYARD_OUTPUT_DIR": str(outputs),
+                "LAUNCHYARD_OUTPUT_TOKEN": c.get("output_token", ""),
+                "LAUNCHYARD_HOST": self.client.host,
             },
             run_config={
                 "run_id": rec.run_id,
@@ -362,6 +374,12 @@ class Agent:
     ) -> None:
         state = _END_STATES[obs.phase]
         reason = obs.reason or state.value
+        try:
+            await self._upload_outputs(rec)
+        except ServerUnavailableError:
+            return  # the files stay on disk; the next tick tries again
+        except LaunchyardError as exc:
+            log.warning("outputs of run %s were not uploaded: %s", rec.run_id, exc)
         if state is RunState.CANCELLED and not rec.cancel_requested:
             state = RunState.FAILED  # killed, but nobody asked for it
         try:
@@ -370,6 +388,17 @@ class Agent:
             return  # try again on the next tick: the end is still on disk
         await backend.release(handle)
         self._forget(rec)
+
+    async def _upload_outputs(self, rec: InFlight) -> None:
+        folder = self._output_dir(rec)
+        if not folder.is_dir():
+            return
+        token = rec.claimed.get("output_token", "")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relpath = path.relative_to(folder).as_posix()
+            await self.client.put_file(rec.run_id, relpath, path, token)
+            path.unlink()  # uploaded: a retry after an outage sends only the rest
+        shutil.rmtree(folder, ignore_errors=True)
 
     # ---- heartbeats, cancels, reports -----------------------------------------------------
 

@@ -60,7 +60,7 @@ def create(
     file: Path = typer.Option(None, "--file", "-f", help="Queue file (YAML or JSON)."),
     name: str = typer.Option(None, "--name", "-n", help="Queue name (overrides the file)."),
     resource: str = typer.Option(
-        None, "--resource", "-r", help="local (docker, kubernetes, slurm, ray later)."
+        None, "--resource", "-r", help="local, docker, kubernetes, slurm or ray."
     ),
     config: str = typer.Option(
         None, "--config", "-c", help="Config template: a file path or inline YAML/JSON."

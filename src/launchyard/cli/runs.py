@@ -44,7 +44,9 @@ def typed_values(c: Client, entity: str, queue: str, raw: dict[str, str]) -> dic
 
 
 def launch(
-    command: list[str] = typer.Argument(None, help="Command and args after `--` (local queues)."),
+    command: list[str] = typer.Argument(
+        None, help="Command and args after `--` (a docker image's own if none)."
+    ),
     queue: str = typer.Option(..., "--queue", "-q", help="Queue to submit to."),
     entity: str = EntityOpt,
     project: str = typer.Option(

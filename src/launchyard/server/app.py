@@ -14,16 +14,23 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from launchyard import __version__
 from launchyard.config import ServerSettings
-from launchyard.errors import InvalidInputError, LaunchyardError, ServerUnavailableError
+from launchyard.errors import (
+    InvalidInputError,
+    LaunchyardError,
+    NotFoundError,
+    ServerUnavailableError,
+)
 from launchyard.server.db import Database, migrate
 from launchyard.server.deps import AppState
 from launchyard.server.notify import Notifier
-from launchyard.server.routers import agents, entities, jobs, queues, runs
+from launchyard.server.routers import agents, entities, files, jobs, queues, runs
 from launchyard.server.services import agents as agents_service
 from launchyard.server.services.entities import bootstrap
+from launchyard.server.storage import FileStore
 from launchyard.server.ui import routes as ui_routes
 
 log = logging.getLogger("launchyard.server")
@@ -32,7 +39,12 @@ log = logging.getLogger("launchyard.server")
 def create_app(settings: ServerSettings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url())
-    state = AppState(settings=settings, db=db, notifier=Notifier())
+    state = AppState(
+        settings=settings,
+        db=db,
+        notifier=Notifier(),
+        files=FileStore(settings.data_dir / "outputs"),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,7 +70,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.launchyard = state
-    for module in (entities, queues, runs, jobs, agents):
+    for module in (entities, queues, runs, jobs, agents, files):
         app.include_router(module.router)
     app.include_router(ui_routes.router)
     app.mount("/ui/static", StaticFiles(directory=ui_routes.STATIC_DIR), name="ui-static")
@@ -81,6 +93,9 @@ async def _reap_forever(state: AppState) -> None:
             log.exception("lease reaper failed; retrying")
 
 
+ERRORS_BY_STATUS: dict[int, type[LaunchyardError]] = {404: NotFoundError, 405: InvalidInputError}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     def payload(exc: LaunchyardError) -> JSONResponse:
         return JSONResponse(exc.to_payload(), status_code=exc.status_code)
@@ -98,6 +113,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in d['loc'] if p != 'body')}: {d['msg']}" for d in details
         )
         return payload(InvalidInputError(message or "invalid request", fields={"detail": details}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own 404/405s answer in the same shape as every other error.
+        cls = ERRORS_BY_STATUS.get(exc.status_code, LaunchyardError)
+        error = cls(f"{exc.detail} ({exc.status_code})")
+        return JSONResponse(error.to_payload(), status_code=exc.status_code)
 
     @app.exception_handler(OperationalError)
     async def on_db_down(_: Request, exc: DBAPIError) -> JSONResponse:

@@ -12,6 +12,7 @@ from launchyard.config import ServerSettings
 from launchyard.server.db import Database
 from launchyard.server.notify import Notifier
 from launchyard.server.services.auth import Principal, authenticate
+from launchyard.server.storage import FileStore
 
 AUTH_CACHE_TTL_S = 5.0
 """How long a verified key's identity is reused: a revoked key or a changed role
@@ -24,6 +25,7 @@ class AppState:
     settings: ServerSettings
     db: Database
     notifier: Notifier
+    files: FileStore
     auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
 
 
@@ -32,7 +34,7 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -41,7 +43,7 @@ def _bearer(request: Request) -> str | None:
 
 
 def principal(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Principal:
-    key = _bearer(request)
+    key = bearer_token(request)
     now = time.monotonic()
     cached = state.auth_cache.get(key) if key else None
     if cached is not None and cached[0] > now:

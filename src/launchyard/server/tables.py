@@ -195,6 +195,8 @@ class RunRow(Base):
     log_chars: Mapped[int] = mapped_column(BigInteger, default=0)
     """Characters of log stored over all attempts: the offset clients page with."""
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    output_token_hash: Mapped[str | None] = mapped_column(String(64))
+    """sha256 of the current attempt's output token, which can only write this run's files."""
 
 
 class RunTransitionRow(Base):

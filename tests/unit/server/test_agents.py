@@ -224,3 +224,21 @@ def test_runs_behind_a_reservation_say_so(server_factory) -> None:  # type: igno
     assert claim(c, agent_id, 1, 3, seq=2)["runs"] == []  # the 4-GPU run holds the reservation
     assert c.get_run(big)["waiting_reason"] == "needs 4 GPUs, 1 free"
     assert c.get_run(small)["waiting_reason"].startswith(f"reserved for a bigger run: {big}")
+
+
+def test_output_tokens_write_only_their_own_run(sqlite_server) -> None:  # type: ignore[no-untyped-def]
+    from launchyard.errors import AuthError
+
+    c = sqlite_server.client()
+    agent_id = setup(c)
+    first, second = submit(c, 1), submit(c, 1)
+    claimed = {r["id"]: r["output_token"] for r in claim(c, agent_id, 4, 4)["runs"]}
+    with_token = sqlite_server.client(claimed[first])
+    with_token.request("PUT", f"/api/v1/runs/{first}/files/a/b.txt", content=b"hello")
+    with pytest.raises(AuthError, match="cannot write to run"):
+        with_token.request("PUT", f"/api/v1/runs/{second}/files/x.txt", content=b"no")
+    with pytest.raises(InvalidInputError, match="not allowed"):
+        with_token.request("PUT", f"/api/v1/runs/{first}/files/a/%2E%2E/x.txt", content=b"no")
+    assert [f["path"] for f in c.list_files(first)] == ["a/b.txt"]
+    assert c.download(first, "a/b.txt") == b"hello"
+    assert c.list_files(second) == []

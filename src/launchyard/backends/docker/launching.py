@@ -60,6 +60,9 @@ def write_run_config(spec: LaunchSpec, folder: Path) -> Path:
     return tmp.replace(folder / CONFIG_FILE)
 
 
+OUTPUT_MOUNT = "/launchyard/outputs"
+
+
 def create_options(spec: LaunchSpec, folder: Path, labels: dict[str, str]) -> dict[str, Any]:
     """``containers.create`` keywords: labels, env, mounts, GPUs and resource limits.
 
@@ -88,6 +91,10 @@ def create_options(spec: LaunchSpec, folder: Path, labels: dict[str, str]) -> di
     env.update({str(k): str(v) for k, v in spec.env.items()})
     env["LAUNCHYARD_RUN_ID"] = spec.run_id
     env["LAUNCHYARD_CONFIG_FILE"] = CONFIG_MOUNT
+    outputs = spec.env.get("LAUNCHYARD_OUTPUT_DIR")
+    if outputs:  # the agent's folder for this run's outputs, uploaded when the run ends
+        binds.append(f"{outputs}:{OUTPUT_MOUNT}")
+        env["LAUNCHYARD_OUTPUT_DIR"] = OUTPUT_MOUNT
     options: dict[str, Any] = {"labels": labels, "volumes": binds}
     options.update(cfg.container_options(config))
     if spec.gpu_ids:  # exactly the devices the agent assigned

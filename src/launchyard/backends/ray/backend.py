@@ -76,6 +76,8 @@ class RayBackend(Backend):
         self.address = address or (from_env if from_env.startswith("http") else DEFAULT_ADDRESS)
         root = Path(shared_dir).expanduser() if shared_dir else Path(state_dir)
         self.jobs_dir = root.resolve() / "jobs"
+        self.cancelled_dir = root.resolve() / "cancelled-while-pending"
+        """Markers that outlive ``release``: Ray may still hold such a job for a while."""
         self.owner = f"{socket.gethostname()}:{Path(state_dir).resolve()}"
         self.headers = dict(headers or {})
         self.verify = verify
@@ -140,7 +142,7 @@ class RayBackend(Backend):
         except _Gone:
             return Observation(Phase.LOST, reason=f"Ray no longer knows job {submission_id}")
         observation = observe(info)
-        if observation.phase is Phase.PENDING and self._cancelled(handle):
+        if not observation.phase.is_terminal and self._cancelled(handle):
             return Observation(Phase.CANCELLED, reason="cancelled")
         return observation
 
@@ -155,19 +157,19 @@ class RayBackend(Backend):
         if found is None:
             return
         address, submission_id = found
-        folder = self.jobs_dir / f"{handle.run_id}-{handle.attempt}"
         try:
             info = await self._call(address, lambda client: client.get_job_info(submission_id))
             if observe(info).phase.is_terminal:
                 return
-            if status_of(info) == "PENDING":
-                await asyncio.to_thread(_mark_cancelled, folder)
             for _ in range(STOP_ATTEMPTS):  # False: its supervisor is not there yet
                 if await self._call(address, lambda client: client.stop_job(submission_id)):
+                    if status_of(info) == "PENDING":
+                        await asyncio.to_thread(self._mark_cancelled, handle)
                     return
                 await asyncio.sleep(0.2)
         except _Gone:
             return
+        raise BackendError(f"Ray did not take the stop of job {submission_id}; try again")
 
     async def read_logs(self, handle: Handle, offset: int) -> LogChunk:
         """The job's output from ``offset`` (characters of Ray's log), without Ray's own lines."""
@@ -261,7 +263,11 @@ class RayBackend(Backend):
         return path
 
     def _cancelled(self, handle: Handle) -> bool:
-        return (self.jobs_dir / f"{handle.run_id}-{handle.attempt}" / "cancelled").exists()
+        return (self.cancelled_dir / f"{handle.run_id}-{handle.attempt}").exists()
+
+    def _mark_cancelled(self, handle: Handle) -> None:
+        self.cancelled_dir.mkdir(parents=True, exist_ok=True)
+        (self.cancelled_dir / f"{handle.run_id}-{handle.attempt}").touch()
 
     def _identify(self, handle: Handle) -> tuple[str, str] | None:
         submission_id = handle.data.get("submission_id")
@@ -292,11 +298,6 @@ class RayBackend(Backend):
                 f"Ray at {address}: {short(text)} (is the cluster up, and is {address} its "
                 "dashboard URL? set `address` in the agent's ray options or the queue's config)"
             ) from exc
-
-
-def _mark_cancelled(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cancelled").touch()
 
 
 def _client_class() -> Any:

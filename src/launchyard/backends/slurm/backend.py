@@ -78,6 +78,7 @@ class SlurmBackend(Backend):
         root = Path(shared_dir).expanduser() if shared_dir else Path(state_dir)
         self.jobs_dir = root.resolve() / "jobs"
         self.jobcomp_log = Path(jobcomp_log).expanduser() if jobcomp_log else None
+        self._jobcomp_asked = jobcomp_log is not None
         self.status_ttl_s = status_ttl_s
         self.submit_env = {
             k: v
@@ -259,6 +260,10 @@ class SlurmBackend(Backend):
         return await asyncio.to_thread(files.search_jobcomp, log_path, job_id, name)
 
     async def _jobcomp_location(self) -> Path | None:
+        """The cluster's job-completion log, from ``scontrol show config`` (asked once)."""
+        if self._jobcomp_asked:
+            return self.jobcomp_log
+        self._jobcomp_asked = True
         _, out = await self.commands.run("scontrol", ["show", "config"], check=False)
         values = dict(
             (key.strip(), value.strip())

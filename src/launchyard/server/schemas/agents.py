@@ -62,6 +62,8 @@ class ClaimedRun(BaseModel):
     run_config: dict[str, Any]
     values: dict[str, Any]
     log_bytes: int
+    output_token: str
+    """Lets the run (``launchyard.save``) and the agent upload this run's outputs, nothing else."""
 
 
 class ClaimResponse(BaseModel):

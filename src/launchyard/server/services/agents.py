@@ -36,7 +36,7 @@ from launchyard.server.schemas.agents import (
     QueueRef,
     StateReport,
 )
-from launchyard.server.services.auth import Principal, Role, now
+from launchyard.server.services.auth import Principal, Role, hash_key, now
 from launchyard.server.services.queues import get_queue
 from launchyard.server.services.runs import Names, transition
 from launchyard.server.tables import (
@@ -52,6 +52,7 @@ CLAIM_SCAN_LIMIT = 500
 """Queued runs examined per claim: enough to backfill past a blocked head."""
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
+OUTPUT_TOKEN_PREFIX = "lyr_"
 
 
 def register(
@@ -182,6 +183,8 @@ def claim(
             run.lease_expires_at = at + timedelta(seconds=lease_ttl_s)
             run.attempt += 1
             run.log_bytes = 0
+            output_token = OUTPUT_TOKEN_PREFIX + secrets.token_urlsafe(24)
+            run.output_token_hash = hash_key(output_token)
             transition(sess, run, RunState.CLAIMED, f"claimed by agent {agent.name}", Phase.AGENT)
             agent.free_gpus -= run.gpus if agent_gpus[run.queue_id] else 0
             agent.free_slots -= 1
@@ -202,6 +205,7 @@ def claim(
                     run_config=dict(run.run_config),
                     values=dict(run.values),
                     log_bytes=0,
+                    output_token=output_token,
                 )
             )
     return ClaimResponse(runs=claimed, cancel=_cancels(sess, agent), draining=draining)

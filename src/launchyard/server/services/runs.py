@@ -144,6 +144,17 @@ def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitReque
         "author": who.name,
     }
     tree = parsed_config(queue.config_text)
+    pinned = tree.get("image")
+    if (
+        resource is Resource.DOCKER
+        and not image
+        and not (isinstance(pinned, str) and "${" not in pinned)
+    ):
+        raise InvalidInputError(
+            f"queue '{queue.name}' runs containers (resource docker): give an image with "
+            "-d IMAGE, e.g. `launchyard launch -q QUEUE -d python:3.11 -- python train.py`",
+            fields={"field": "image"},
+        )
     rendered = templating.render(tree, resolved_values, macros)
     if not isinstance(rendered, dict):  # parse_config guarantees a mapping
         raise InvalidInputError("the queue's config must render to a mapping")
