@@ -27,6 +27,7 @@ import re
 import shlex
 import shutil
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -257,7 +258,7 @@ class RayBackend(Backend):
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"the run config is not JSON: {exc}") from exc
         path = folder / "config.json"
-        tmp = folder / "config.json.tmp"
+        tmp = folder / f"config.json.{os.getpid()}.{threading.get_ident()}.tmp"  # launches race
         tmp.write_text(text)
         os.replace(tmp, path)
         return path
