@@ -51,7 +51,7 @@ def test_gpu_runs_never_share_a_device(live_server: LiveServer, tmp_path: Path) 
     out = tmp_path / "runs.jsonl"
     ids = [
         launch(
-            live_server, "--set", "gpus=2", "--", sys.executable, "-c", RECORDER, "1.0", str(out)
+            live_server, "--set", "gpus=2", "--", sys.executable, "-c", RECORDER, "2.5", str(out)
         )
         for _ in range(8)
     ]
