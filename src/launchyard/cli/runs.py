@@ -23,7 +23,7 @@ from launchyard.cli.common import (
     short_time,
 )
 from launchyard.client import Client
-from launchyard.errors import InvalidInputError
+from launchyard.errors import BackendError, InvalidInputError, MissingDependencyError
 
 runs_app = typer.Typer(no_args_is_help=True)
 
@@ -65,6 +65,12 @@ def launch(
     idempotency_key: str = typer.Option(
         None, "--idempotency-key", help="Retries with the same key create one run."
     ),
+    build: Path = typer.Option(
+        None,
+        "--build",
+        help="Build this folder (Dockerfile, or requirements.txt + entry point) "
+        "on this Docker host and run the image; unchanged folders are not rebuilt.",
+    ),
     follow: bool = typer.Option(
         False, "--follow", "-f", help="Stream logs; exit with the run's exit code."
     ),
@@ -72,6 +78,8 @@ def launch(
 ) -> None:
     """Submit a run to a queue. Prints the run id alone on the last line."""
     c = client()
+    if build is not None:
+        image = build_and_tag(build)
     request: dict[str, Any] = {
         "queue": queue,
         "project": project,
@@ -100,6 +108,30 @@ def launch(
         print_json(run)
     else:
         typer.echo(run["id"])
+
+
+def build_and_tag(folder: Path) -> str:
+    """Build a code folder into an image (tagged by content hash) on the local Docker host."""
+    from launchyard.backends.build import build_image
+
+    try:
+        import docker
+    except ImportError:
+        raise MissingDependencyError(
+            "--build needs the Docker SDK: pip install 'launchyard[docker]'"
+        ) from None
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except docker.errors.DockerException as exc:
+        raise BackendError(
+            f"--build needs a Docker engine on this machine ({exc}); "
+            "start dockerd or set DOCKER_HOST"
+        ) from None
+    err_console.print(f"building {folder} …")
+    tag = build_image(engine, folder)
+    err_console.print(f"image {tag}")
+    return tag
 
 
 def follow_logs(c: Client, run_id: str, offset: int = 0) -> int:

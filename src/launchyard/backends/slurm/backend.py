@@ -39,8 +39,9 @@ from launchyard.backends.slurm.states import (
 from launchyard.errors import BackendError, InvalidInputError
 
 NAME_PREFIX = "launchyard-"
-HIDDEN_ENV_PREFIXES = ("LAUNCHYARD_", "SLURM_", "SBATCH_")
-"""The agent's own settings and allocation never leak into a job (sbatch exports the rest)."""
+HIDDEN_ENV_PREFIXES = ("LAUNCHYARD_", "SLURM_")
+"""The agent's own settings (its API key) and any allocation it runs in (``SLURM_JOB_ID``
+...) never reach a job; sbatch exports the rest, ``SBATCH_*`` site defaults included."""
 HIDDEN_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
 """Slurm sets these on the node for the GPUs it allocates; the agent's values must not win."""
 
@@ -228,8 +229,8 @@ class SlurmBackend(Backend):
         """The job id of a job already submitted under this name (pending, running or ended)."""
         args = ["--me", "-h", "-t", "all", f"--name={name}", "-O", "JobID:|"]
         _, out = await self.commands.run("squeue", args)
-        ids = [line.split("|")[0].strip() for line in out.splitlines() if line.strip()]
-        return max(ids, key=int) if ids else None
+        ids = [line.split("|")[0].strip() for line in out.splitlines()]
+        return max((i for i in ids if i.isdigit()), key=int, default=None)
 
     async def _jobs(self) -> dict[str, JobRecord]:
         """This user's jobs from one ``squeue``, shared by every poll for ``status_ttl_s``."""
