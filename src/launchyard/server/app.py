@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,6 +27,7 @@ from launchyard.errors import (
 )
 from launchyard.server.db import Database, migrate
 from launchyard.server.deps import AppState
+from launchyard.server.metrics import DatabaseCollector
 from launchyard.server.notify import Notifier
 from launchyard.server.routers import agents, entities, files, jobs, queues, runs
 from launchyard.server.services import agents as agents_service
@@ -39,12 +41,10 @@ log = logging.getLogger("launchyard.server")
 def create_app(settings: ServerSettings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url())
-    state = AppState(
-        settings=settings,
-        db=db,
-        notifier=Notifier(),
-        files=FileStore(settings.data_dir / "outputs"),
-    )
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(db, settings.lease_ttl_s))
+    store = FileStore(settings.data_dir / "outputs")
+    state = AppState(settings=settings, db=db, notifier=Notifier(), files=store, metrics=registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

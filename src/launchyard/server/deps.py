@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
 
 from launchyard.config import ServerSettings
 from launchyard.server.db import Database
@@ -26,6 +27,7 @@ class AppState:
     db: Database
     notifier: Notifier
     files: FileStore
+    metrics: CollectorRegistry
     auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
 
 

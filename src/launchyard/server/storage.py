@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from launchyard.errors import InvalidInputError, NotFoundError
 
@@ -41,19 +40,13 @@ class FileStore:
     def _run_dir(self, run_id: str) -> Path:
         return self.root / run_id
 
-    def put(self, run_id: str, raw_path: str, chunks: Iterator[bytes] | BinaryIO) -> int:
+    def put(self, run_id: str, raw_path: str, chunks: IO[bytes]) -> int:
         target = self._run_dir(run_id).joinpath(*safe_relpath(raw_path).parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
-        size = 0
         with open(tmp, "wb") as fh:
-            if hasattr(chunks, "read"):
-                shutil.copyfileobj(chunks, fh)
-                size = fh.tell()
-            else:
-                for chunk in chunks:
-                    fh.write(chunk)
-                    size += len(chunk)
+            shutil.copyfileobj(chunks, fh)
+            size = fh.tell()
         os.replace(tmp, target)  # a reader never sees half a file
         return size
 

@@ -242,3 +242,31 @@ def test_output_tokens_write_only_their_own_run(sqlite_server) -> None:  # type:
     assert [f["path"] for f in c.list_files(first)] == ["a/b.txt"]
     assert c.download(first, "a/b.txt") == b"hello"
     assert c.list_files(second) == []
+
+
+def test_prometheus_metrics(server) -> None:  # type: ignore[no-untyped-def]
+    from launchyard.errors import PermissionDeniedError
+
+    c = server.client()
+    agent_id = setup(c)
+    run_id = submit(c, 2)
+    submit(c, 1)
+    token = claim(c, agent_id, 2, 4)["runs"][0]["lease_token"]
+    report(c, run_id, token, "running")
+    c.request(
+        "POST",
+        f"/api/v1/agents/{agent_id}/heartbeat",
+        json={
+            "runs": [{"id": run_id, "lease_token": token}],
+            "capacity": {"seq": 9, "free_gpus": 2, "free_slots": 3},
+        },
+    )
+    text = server.http.get("/metrics", headers={"Authorization": f"Bearer {server.admin_key}"}).text
+    assert 'launchyard_queue_runs{entity="default",queue="gpu",state="running"} 1.0' in text
+    assert 'launchyard_queue_runs{entity="default",queue="gpu",state="queued"} 1.0' in text
+    assert "launchyard_agents_alive 1.0" in text
+    assert 'launchyard_agent_gpus_busy{agent="a1"} 2.0' in text
+    assert "launchyard_submit_to_running_seconds_count" in text
+    member = server.client(c.add_member("default", "m", "member")["api_key"])
+    with pytest.raises(PermissionDeniedError):
+        member.request("GET", "/metrics")

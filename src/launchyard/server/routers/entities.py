@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from launchyard.errors import PermissionDeniedError
+from launchyard.server import metrics
 from launchyard.server.deps import Caller, State
 from launchyard.server.schemas.entities import (
     EntityCreateRequest,
@@ -24,6 +28,14 @@ def healthz(state: State) -> dict[str, str]:
     with state.db.session() as sess:
         sess.execute(EntityRow.__table__.select().limit(1))
     return {"status": "ok"}
+
+
+@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+def prometheus_metrics(state: State, who: Caller) -> PlainTextResponse:
+    """Prometheus metrics (server admin's key: they cover every entity)."""
+    if not who.is_superuser:
+        raise PermissionDeniedError("metrics cover every entity: use the server admin's key")
+    return PlainTextResponse(metrics.render(state.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v1/whoami", tags=["entities"])

@@ -19,6 +19,7 @@ from launchyard.errors import InvalidInputError, NotFoundError
 from launchyard.models.resources import Resource
 from launchyard.models.runs import Phase, Priority, RunState
 from launchyard.scheduling import AgentView, explain_wait
+from launchyard.server import metrics
 from launchyard.server.schemas.runs import (
     LogsResponse,
     RunResponse,
@@ -63,6 +64,7 @@ def transition(
         run.started_at = at
     if state.is_terminal:
         run.ended_at = at
+    metrics.observe(state.value, at, run.queued_at, run.created_at)
     sess.add(
         RunTransitionRow(
             run_id=run.id,
