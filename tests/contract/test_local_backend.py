@@ -631,3 +631,37 @@ def test_get_backend_class() -> None:
     assert get_backend_class("local") is LocalBackend
     with pytest.raises(InvalidInputError, match="known resources: .*local"):
         get_backend_class("mainframe")
+
+
+def test_the_agents_own_launchyard_settings_do_not_reach_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's API key is its own: a run sees only what its spec gives it."""
+    from launchyard.backends.base import LaunchSpec
+    from launchyard.backends.local import LocalBackend
+
+    monkeypatch.setenv("LAUNCHYARD_API_KEY", "ly_agent-secret")
+    out = tmp_path / "env.txt"
+    backend = LocalBackend(tmp_path / "state")
+    spec = LaunchSpec(
+        run_id="envleak",
+        attempt=1,
+        entity="e",
+        project="p",
+        queue="q",
+        command=["sh", "-c", f"env > {out}"],
+        config={},
+        env={"LAUNCHYARD_HOST": "http://server"},
+    )
+
+    async def go() -> None:
+        handle = await backend.launch(spec)
+        for _ in range(200):
+            if (await backend.poll(handle)).phase.is_terminal:
+                return
+            await asyncio.sleep(0.05)
+
+    asyncio.run(go())
+    text = out.read_text()
+    assert "ly_agent-secret" not in text
+    assert "LAUNCHYARD_HOST=http://server" in text and "LAUNCHYARD_RUN_ID=envleak" in text

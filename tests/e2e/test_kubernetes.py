@@ -118,7 +118,9 @@ def test_a_preempted_pod_requeues_the_run_as_a_new_attempt(
     shown = json.loads(live_server.cli("runs", "show", run_id, "--json").stdout)
     states = [t["state"] for t in shown["transitions"]]
     assert states[states.index("preempted") :][:2] == ["preempted", "queued"], states
-    assert shown["attempt"] == 2 and states[-1] == "finished", shown["transitions"]
+    assert shown["attempt"] == 2 and states[-1] == "finished", [
+        (t["attempt"], t["state"], t["reason"]) for t in shown["transitions"][5:]
+    ]
     preempted = next(t for t in shown["transitions"] if t["state"] == "preempted")
     assert "PreemptionByScheduler" in preempted["reason"]
     assert "attempt 2" in live_server.cli("logs", run_id).stdout

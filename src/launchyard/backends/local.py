@@ -235,7 +235,9 @@ class LocalBackend(Backend):
         return path.resolve()
 
     def _run_env(self, spec: LaunchSpec, run_dir: Path) -> dict[str, str]:
-        env = dict(os.environ)
+        # The agent's own LAUNCHYARD_* settings (its API key above all) are not the run's:
+        # the run gets only what the spec gives it (its id, config, output token).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHYARD_")}
         env.update({str(k): _env_value(v) for k, v in (spec.config.get("env") or {}).items()})
         env.update({str(k): str(v) for k, v in spec.env.items()})
         env["LAUNCHYARD_RUN_ID"] = spec.run_id

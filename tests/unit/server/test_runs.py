@@ -77,7 +77,7 @@ def _has_project(c) -> bool:  # type: ignore[no-untyped-def]
 def test_unknown_queue_and_missing_command(c) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(NotFoundError, match="queue 'nope' does not exist.*queues: gpu"):
         c.submit("default", {"queue": "nope", "command": ["true"]})
-    with pytest.raises(InvalidInputError, match="needs a docker queue"):
+    with pytest.raises(InvalidInputError, match="needs a docker or kubernetes queue"):
         c.submit("default", {"queue": "gpu", "image": "busybox"})
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
 from launchyard.server.deps import Caller, State
@@ -25,6 +26,9 @@ from launchyard.server.services.auth import Role
 from launchyard.server.services.entities import get_entity
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
+
+# Ids are database integers: anything past 63 bits cannot exist (and SQLite refuses it).
+AgentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.post("/entities/{entity}/agents", status_code=201)
@@ -52,7 +56,7 @@ def list_agents(entity: str, state: State, who: Caller) -> list[AgentResponse]:
 
 
 @router.post("/agents/{agent_id}/claim")
-async def claim(agent_id: int, req: ClaimRequest, state: State, who: Caller) -> ClaimResponse:
+async def claim(agent_id: AgentId, req: ClaimRequest, state: State, who: Caller) -> ClaimResponse:
     """Runs that fit the agent's free capacity, plus cancels for runs it holds.
 
     With nothing to hand out the call waits (up to ``wait_s``) and answers the
@@ -85,7 +89,9 @@ async def claim(agent_id: int, req: ClaimRequest, state: State, who: Caller) -> 
 
 
 @router.post("/agents/{agent_id}/heartbeat")
-def heartbeat(agent_id: int, req: HeartbeatRequest, state: State, who: Caller) -> HeartbeatResponse:
+def heartbeat(
+    agent_id: AgentId, req: HeartbeatRequest, state: State, who: Caller
+) -> HeartbeatResponse:
     with state.db.session() as sess:
         agent = service.get_agent(sess, who, agent_id)
         response = service.heartbeat(sess, agent, req, lease_ttl_s=state.settings.lease_ttl_s)
@@ -94,7 +100,7 @@ def heartbeat(agent_id: int, req: HeartbeatRequest, state: State, who: Caller) -
 
 
 @router.post("/agents/{agent_id}/drain")
-def drain(agent_id: int, state: State, who: Caller) -> AgentResponse:
+def drain(agent_id: AgentId, state: State, who: Caller) -> AgentResponse:
     with state.db.session() as sess:
         agent = service.drain(sess, service.get_agent(sess, who, agent_id))
         response = service.to_response(sess, agent, state.settings.lease_ttl_s)
@@ -103,7 +109,7 @@ def drain(agent_id: int, state: State, who: Caller) -> AgentResponse:
 
 
 @router.post("/agents/{agent_id}/stop", status_code=204)
-def stop(agent_id: int, state: State, who: Caller) -> None:
+def stop(agent_id: AgentId, state: State, who: Caller) -> None:
     """An agent says goodbye on a clean shutdown, so it is not shown as offline."""
     with state.db.session() as sess:
         service.stop(sess, service.get_agent(sess, who, agent_id))

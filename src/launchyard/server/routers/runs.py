@@ -44,7 +44,7 @@ def list_runs(
     project: str | None = None,
     run_state: Annotated[list[str] | None, Query(alias="state")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    before: int | None = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> RunListResponse:
     with state.db.session() as sess:
         ent = get_entity(sess, entity)
@@ -91,7 +91,7 @@ async def logs(
     run_id: str,
     state: State,
     who: Caller,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     wait: Annotated[float, Query(ge=0, le=60)] = 0,
 ) -> LogsResponse:
     """Log text from ``offset``; with ``wait``, held until there is more or the run ends."""

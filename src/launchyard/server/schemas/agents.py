@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,9 @@ class AgentRegisterRequest(BaseModel):
     hostname: str
     queues: list[str] = Field(min_length=1)
     max_jobs: int = Field(ge=1, le=10_000)
-    gpu_ids: list[int] = Field(default_factory=list)
+    gpu_ids: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=list, max_length=1024
+    )
     resources: list[str] = Field(default_factory=lambda: ["local"])
     """Resources this agent has a backend for; a queue of another kind is refused."""
 
@@ -35,9 +37,9 @@ class AgentRegisterResponse(BaseModel):
 
 
 class Capacity(BaseModel):
-    seq: int
-    free_gpus: int = Field(ge=0)
-    free_slots: int = Field(ge=0)
+    seq: int = Field(ge=0, le=2**63 - 1)
+    free_gpus: int = Field(ge=0, le=1_000_000)
+    free_slots: int = Field(ge=0, le=1_000_000)
     gpu_holders: dict[str, str] = Field(default_factory=dict)
 
 
@@ -96,15 +98,17 @@ class StateReport(BaseModel):
     state: RunState
     reason: str | None = None
     phase: str = "agent"
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     handle: dict[str, Any] | None = None
-    gpu_ids: list[int] | None = None
+    gpu_ids: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(
+        default=None, max_length=1024
+    )
 
 
 class LogAppend(BaseModel):
     lease_token: str
-    start: int = Field(ge=0, description="backend offset this text starts at")
-    next_offset: int = Field(ge=0)
+    start: int = Field(ge=0, le=2**63 - 1, description="backend offset this text starts at")
+    next_offset: int = Field(ge=0, le=2**63 - 1)
     text: str
 
 

@@ -118,11 +118,11 @@ def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitReque
         run_config = {**spec.get("config", {}), **run_config}
 
     resource = Resource(queue.resource)
-    if resource is Resource.LOCAL and not command:
+    if resource in (Resource.LOCAL, Resource.SLURM, Resource.RAY) and not command:
         raise InvalidInputError(
-            f"queue '{queue.name}' runs commands on the agent's machine (resource local): "
-            "give the command after `--`, e.g. `launchyard launch -q QUEUE -- python train.py`"
-            + (f"; image {image!r} needs a docker queue" if image else ""),
+            f"queue '{queue.name}' runs commands (resource {resource.value}): give the command "
+            "after `--`, e.g. `launchyard launch -q QUEUE -- python train.py`"
+            + (f"; image {image!r} needs a docker or kubernetes queue" if image else ""),
             fields={"field": "command"},
         )
     priority = req.priority or Priority.MEDIUM

@@ -154,9 +154,15 @@ def queue_view(
             queued.append(QueuedRun(response, first + i, waiting))
     next_after = f"{rows[-1].priority_rank}-{rows[-1].seq}" if more else None
 
-    active, _ = runs_service.list_runs(
-        sess, entity, queue=queue, states=sorted(ACTIVE_STATES), limit=ACTIVE_LIMIT
-    )
+    # Not runs_service.list_runs: its entity filter steers SQLite to the (entity, seq) index,
+    # which walks every run of the entity to find the few in flight. The claim index
+    # (queue, state, ...) finds them directly; they are few (bounded by agent slots).
+    active = sess.execute(
+        select(RunRow)
+        .where(RunRow.queue_id == queue.id, RunRow.state.in_([s.value for s in ACTIVE_STATES]))
+        .order_by(RunRow.seq.desc())
+        .limit(ACTIVE_LIMIT)
+    ).scalars()
     recent, next_before = runs_service.list_runs(
         sess, entity, queue=queue, states=sorted(TERMINAL_STATES), limit=RECENT_PAGE, before=before
     )
