@@ -119,7 +119,7 @@ def test_a_preempted_pod_requeues_the_run_as_a_new_attempt(
     states = [t["state"] for t in shown["transitions"]]
     assert states[states.index("preempted") :][:2] == ["preempted", "queued"], states
     assert shown["attempt"] == 2 and states[-1] == "finished", [
-        (t["attempt"], t["state"], t["reason"]) for t in shown["transitions"][5:]
+        (t["attempt"], t["state"], t["reason"]) for t in shown["transitions"][9:]
     ]
     preempted = next(t for t in shown["transitions"] if t["state"] == "preempted")
     assert "PreemptionByScheduler" in preempted["reason"]

@@ -15,3 +15,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("launchyard reliability report")
     for key in sorted(REPORT):
         terminalreporter.write_line(f"{key:<45}{REPORT[key]:>10}")
+
+
+from tests.e2e.conftest import live_server  # noqa: E402,F401  (a real server per test)

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
 from tests.e2e.conftest import LiveServer  # noqa: E402
-from tests.reliability.conftest import REPORT  # noqa: E402
+
+from reliability.conftest import REPORT  # noqa: E402
 
 EXAMPLES_PER_OPERATION = 15
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.conftest import ServerHarness, require
 from tests.e2e.conftest import LiveServer
 
@@ -186,6 +185,11 @@ class ProtocolAgent:
     def log(self, run_id: str, text: str) -> None:
         start = self.offsets[run_id]
         end = start + len(text.encode())
-        body = {"lease_token": self.tokens[run_id], "start": start, "next_offset": end, "text": text}
+        body = {
+            "lease_token": self.tokens[run_id],
+            "start": start,
+            "next_offset": end,
+            "text": text,
+        }
         self.c.request("POST", f"/api/v1/runs/{run_id}/logs", json=body)
         self.offsets[run_id] = end

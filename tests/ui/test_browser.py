@@ -6,17 +6,46 @@ Each test saves a full-page screenshot of every page it visits into its tmp fold
 
 from __future__ import annotations
 
+import struct
 import sys
+import zlib
+from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import LiveServer, wait_until
 from tests.ui.conftest import Browser
 
-# One line (an <input> holds no newline): prints N steps, 0.4 s apart.
+# One line (an <input> holds no newline): prints N steps 0.4 s apart, then keeps an image
+# as an output by writing it into LAUNCHYARD_OUTPUT_DIR (the agent uploads it).
 STEPS = (
-    "import sys, time; [print(f'step {i}', flush=True) or time.sleep(0.4) "
-    "for i in range(int(sys.argv[1]))]; print('done', flush=True)"
+    "import os, shutil, sys, time; [print(f'step {i}', flush=True) or time.sleep(0.4) "
+    "for i in range(int(sys.argv[2]))]; "
+    "shutil.copy(sys.argv[1], os.path.join(os.environ['LAUNCHYARD_OUTPUT_DIR'], 'sample.png')); "
+    "print('done', flush=True)"
 )
+
+
+def write_png(path: Path, size: int = 96) -> Path:
+    """A small RGB gradient, so the screenshot shows a real picture."""
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(size) for v in (x * 255 // size, y * 255 // size, 170))
+        for y in range(size)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
 QUEUE_VARIABLES = {
     "gpus": {
         "description": "GPUs per run",
@@ -105,13 +134,15 @@ def test_log_in_and_create_a_queue_with_parse_configuration(
     browser.screenshot("queues")
 
 
-def test_launch_from_a_job_watch_logs_live_and_cancel(live: LiveServer, browser: Browser) -> None:
+def test_launch_from_a_job_watch_logs_live_and_cancel(
+    live: LiveServer, browser: Browser, tmp_path: Path
+) -> None:
     c = live.client()
     c.create_queue(
         "default", {"name": "gpu", "config": "gpus: '{{gpus}}'\n", "variables": QUEUE_VARIABLES}
     )
     live.start_agent("-q", "gpu", "-e", "default", "-j", "2", "--gpus", "0,1,2,3")
-    command = [sys.executable, "-c", STEPS, "0"]
+    command = [sys.executable, "-c", STEPS, str(write_png(tmp_path / "gradient.png")), "0"]
     first = c.submit(
         "default",
         {"queue": "gpu", "project": "vision", "job_name": "train", "command": command},
@@ -160,6 +191,11 @@ def test_launch_from_a_job_watch_logs_live_and_cancel(live: LiveServer, browser:
     assert run["values"] == {"gpus": 2} and run["job"] == "train" and run["gpus"] == 2
     assert [t["state"] for t in run["transitions"]][-1] == "finished"
     assert "claimed by agent" in text_of(browser, "css", ".timeline")
+    # The image the run saved is shown inline, loaded through the session cookie.
+    image_loaded = (
+        "const i = document.querySelector('#run-outputs img'); return !!i && i.naturalWidth"
+    )
+    wait_until(lambda: d.execute_script(image_loaded) == 96, 10)
     browser.screenshot("run-finished")
 
     # Relaunch from the run page with a long command, then cancel it while it runs.

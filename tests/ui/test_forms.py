@@ -1,4 +1,4 @@
-"""The web UI's forms refuse what the API refuses, with the API's words, and offer only allowed actions."""
+"""The web UI's forms refuse what the API refuses, in its words, and offer only allowed actions."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_parse_lists_variables_as_the_api_does_and_keeps_typed_rows(ui: ServerHa
     assert mine["variables"] == api["variables"] == ["gpus", "size"]
     assert mine["macros"] == api["macros"] == ["run_id"]
     assert 'name="var.gpus.maximum" value="4"' in mine["rows_html"]
-    assert '<option selected>integer</option>' in mine["rows_html"]
+    assert "<option selected>integer</option>" in mine["rows_html"]
     assert 'data-var="size"' in mine["rows_html"]
 
 
@@ -231,7 +231,9 @@ def test_a_viewer_sees_the_pages_but_no_action_the_api_would_refuse(ui: ServerHa
     assert "Rename the job" not in ui.http.get("/ui/e/default/projects/vision/jobs/train").text
     refused = ui.http.post(f"/ui/runs/{run_id}/cancel")
     assert refused.status_code == 403
-    assert "needs the member role in entity 'default'; user 'vera' is viewer" in error_of(refused.text)
+    assert "needs the member role in entity 'default'; user 'vera' is viewer" in error_of(
+        refused.text
+    )
     assert launch(ui).status_code == 403
     assert create(ui, **GOOD_ROW).status_code == 403
     assert ui.client().get_run(run_id)["state"] == "queued"

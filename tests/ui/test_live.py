@@ -205,3 +205,30 @@ def test_queues_page_counts_states_and_names_the_agents(ui: ServerHarness) -> No
     flat = " ".join(re.sub(r"<[^>]+>", " ", ui.http.get("/ui/queues").text).split())
     assert "gpu local 0 2 1 0 0 a1" in flat  # 3 submitted: 2 in flight (claimed), 1 finished
     assert "idle local 0 0 0 0 0 none: start one with" in flat
+
+
+def test_outputs_are_listed_images_inline_and_other_files_as_downloads(ui: ServerHarness) -> None:
+    c = ui.client()
+    make_queue(c)
+    run_id = submit(c, gpus=0)
+    bearer = {"Authorization": f"Bearer {ui.admin_key}"}
+    for path, body in (("images/a b.png", b"\x89PNG fake"), ("metrics.json", b'{"loss": 1}')):
+        put = ui.http.put(f"/api/v1/runs/{run_id}/files/{path}", content=body, headers=bearer)
+        assert put.status_code == 201, put.text
+    page = ui.http.get(f"/ui/runs/{run_id}").text
+    image_url = f"/ui/runs/{run_id}/files/images/a%20b.png"
+    assert f'<img src="{image_url}" alt="output images/a b.png"' in page
+    assert f'href="/ui/runs/{run_id}/files/metrics.json" download' in page
+    live = ui.http.get(f"/ui/api/runs/{run_id}/live").json()
+    assert image_url in live["outputs_html"]
+
+    image = ui.http.get(image_url)
+    assert image.content == b"\x89PNG fake" and image.headers["content-type"] == "image/png"
+    assert image.headers["content-disposition"].startswith("inline")
+    metrics = ui.http.get(f"/ui/runs/{run_id}/files/metrics.json")
+    assert metrics.headers["content-disposition"].startswith("attachment")
+    assert metrics.headers["content-security-policy"].startswith("sandbox")
+    assert ui.http.get(f"/ui/runs/{run_id}/files/..%2Fx").status_code in (404, 422)
+    assert ui.http.get(f"/ui/runs/{run_id}/files/nope.png").status_code == 404
+    ui.http.cookies.clear()
+    assert ui.http.get(image_url).status_code == 401

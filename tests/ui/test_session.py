@@ -7,11 +7,11 @@ import time
 
 import pytest
 from sqlalchemy import delete
+from tests.conftest import ServerHarness
+from tests.ui.conftest import login, make_queue
 
 from launchyard.server.tables import ApiKeyRow
 from launchyard.server.ui import session
-from tests.conftest import ServerHarness
-from tests.ui.conftest import login, make_queue
 
 PAGES = [
     "/ui/queues",
@@ -144,9 +144,7 @@ def test_cross_site_writes_with_the_cookie_are_refused(sqlite_server: ServerHarn
     http = login(sqlite_server)
     make_queue(sqlite_server.client())
     run = sqlite_server.client().submit("default", {"queue": "gpu", "command": ["true"]})
-    response = http.post(
-        f"/ui/runs/{run['id']}/cancel", headers={"Origin": "https://evil.example"}
-    )
+    response = http.post(f"/ui/runs/{run['id']}/cancel", headers={"Origin": "https://evil.example"})
     assert response.status_code == 403 and "only from its own pages" in response.text
     assert sqlite_server.client().get_run(run["id"])["state"] == "queued"
     same = http.post(f"/ui/runs/{run['id']}/cancel", headers={"Origin": "http://testserver"})

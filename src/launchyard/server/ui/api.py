@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -40,12 +42,37 @@ LOG_TAIL_CHARS = 200_000
 KEEPALIVE_S = 15.0
 
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})
+"""Outputs shown inline on the run page (not SVG: it can carry script)."""
+
+
 @dataclass
 class RunDetail:
     row: RunRow
     run: RunResponse
     entity: EntityRow
     can_cancel: bool
+    outputs: list[OutputView]
+
+
+@dataclass
+class OutputView:
+    path: str
+    size: int
+    url: str
+    image: bool
+
+
+def run_outputs(state: AppState, run_id: str) -> list[OutputView]:
+    return [
+        OutputView(
+            path=path,
+            size=size,
+            url=f"/ui/runs/{quote(run_id, safe='')}/files/{quote(path)}",
+            image=PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES,
+        )
+        for path, size in state.files.list(run_id)
+    ]
 
 
 def run_detail(sess: Session, who: Principal, run_id: str, state: AppState) -> RunDetail:
@@ -59,7 +86,8 @@ def run_detail(sess: Session, who: Principal, run_id: str, state: AppState) -> R
     entity = sess.get(EntityRow, row.entity_id)
     assert entity is not None
     terminal = RunState(row.state).is_terminal
-    return RunDetail(row, run, entity, can_cancel=not terminal and can(who, entity, Role.MEMBER))
+    can_cancel = not terminal and can(who, entity, Role.MEMBER)
+    return RunDetail(row, run, entity, can_cancel, run_outputs(state, row.id))
 
 
 class UIParseRequest(BaseModel):
@@ -111,6 +139,7 @@ def run_live(run_id: str, state: State, who: UICaller) -> dict[str, Any]:
         "state": detail.run.state,
         "terminal": RunState(detail.run.state).is_terminal,
         "html": fragment("_run_live.html", d=detail, run=detail.run),
+        "outputs_html": fragment("_outputs.html", d=detail),
     }
 
 
@@ -173,4 +202,26 @@ def log_download(run_id: str, state: State, who: UICaller) -> StreamingResponse:
         chunks(),
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{run_id}.log"'},
+    )
+
+
+@router.get("/ui/runs/{run_id}/files/{path:path}")
+def output_file(run_id: str, path: str, state: State, who: UICaller) -> FileResponse:
+    """One output of a run: images inline (for the page), anything else as a download.
+
+    Sandboxed by CSP, so an HTML or SVG output opened directly cannot run script
+    with the UI's cookie.
+    """
+    with state.db.session() as sess:
+        runs_service.get_run(sess, who, run_id)
+    file = state.files.path(run_id, path)
+    inline = PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES
+    return FileResponse(
+        file,
+        filename=PurePosixPath(path).name,
+        content_disposition_type="inline" if inline else "attachment",
+        headers={
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+            "X-Content-Type-Options": "nosniff",
+        },
     )

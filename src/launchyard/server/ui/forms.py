@@ -123,7 +123,7 @@ def launch_request(
             ) from None
         if command == spec_command:
             command = None  # unchanged: the job version's own command
-    priority = form.get(f"priority.{queue.name}") or None
+    priority = form.get(f"priority.{queue.name}", "")
     return RunSubmitRequest(
         queue=queue.name,
         project=project,
@@ -131,7 +131,7 @@ def launch_request(
         values=values,
         command=command,
         name=form.get("name", "").strip() or None,
-        priority=Priority(priority) if priority in Priority._value2member_map_ else None,
+        priority=Priority(priority) if priority in set(Priority) else None,
     )
 
 

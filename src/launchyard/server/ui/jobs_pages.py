@@ -131,7 +131,10 @@ def relaunch_drawer(sess: Session, who: Principal, run: RunRow) -> Drawer | None
     project = sess.get(ProjectRow, run.project_id)
     if entity is None or job is None or project is None or not can(who, entity, Role.MEMBER):
         return None
-    return build_drawer(sess, entity, project, job, run, version=f"v{run.job_version}")
+    try:
+        return build_drawer(sess, entity, project, job, run, version=f"v{run.job_version}")
+    except LaunchyardError:  # the version is gone: the run page still shows, without a drawer
+        return None
 
 
 def _project(
@@ -194,7 +197,7 @@ def _job_page(
         last_run = runs_service.to_response(sess, last, detail=False) if last else None
     return render(
         "job.html",
-        status_code=(error or launch_error).status_code if (error or launch_error) else 200,
+        status_code=shown.status_code if (shown := error or launch_error) else 200,
         user=who,
         nav="jobs",
         error=error,

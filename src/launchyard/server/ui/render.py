@@ -8,7 +8,6 @@ HTML page (with the error's HTTP status) instead of the API's JSON, and turns
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -69,6 +68,14 @@ def _to_yaml(value: Any) -> str:
     return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
+def _filesize(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000  # type: ignore[assignment]
+    return f"{size} B"
+
+
 def _q(value: Any) -> str:
     """A path segment or query value, escaped."""
     return quote(str(value), safe="")
@@ -81,9 +88,7 @@ env = jinja2.Environment(
     lstrip_blocks=True,
     undefined=jinja2.StrictUndefined,
 )
-env.filters.update(
-    ago=_ago, when=_when, to_yaml=_to_yaml, q=_q, tojson_text=lambda v: json.dumps(v)
-)
+env.filters.update(ago=_ago, when=_when, to_yaml=_to_yaml, q=_q, filesize=_filesize)
 env.globals.update(
     version=__version__,
     terminal_states=frozenset(s.value for s in TERMINAL_STATES),

@@ -23,7 +23,7 @@ from launchyard.server.services import agents as agents_service
 from launchyard.server.services import jobs as jobs_service
 from launchyard.server.services import queues as queues_service
 from launchyard.server.services import runs as runs_service
-from launchyard.server.services.auth import Principal, Role
+from launchyard.server.services.auth import Principal, Role, now
 from launchyard.server.services.entities import check_name, get_entity, visible_entities
 from launchyard.server.tables import EntityRow, JobRow, ProjectRow, QueueRow, RunRow
 
@@ -58,7 +58,7 @@ def _alive(agent: Any, lease_ttl_s: float, now_s: float) -> bool:
 
 
 def queues_overview(sess: Session, who: Principal, lease_ttl_s: float) -> list[EntityQueues]:
-    now_s = runs_service.now().timestamp()
+    now_s = now().timestamp()
     out = []
     for entity in visible_entities(sess, who):
         queues = queues_service.list_queues(sess, entity)

@@ -44,8 +44,17 @@ function setupQueuePage() {
 
 function setupRunPage() {
   const live = document.getElementById("run-live");
+  const outputs = document.getElementById("run-outputs");
+  let shownOutputs = null;
   if (live && live.dataset.terminal !== "yes") {
-    pollLive(live, (data) => !data.terminal);
+    pollLive(live, (data) => {
+      // Replaced only when the list changed, so images are not reloaded every poll.
+      if (outputs && data.outputs_html !== shownOutputs) {
+        outputs.innerHTML = data.outputs_html;
+        shownOutputs = data.outputs_html;
+      }
+      return !data.terminal;
+    });
   }
   const log = document.getElementById("log");
   if (!log || !window.EventSource) return;
