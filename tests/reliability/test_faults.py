@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -178,10 +179,8 @@ def test_database_outage_answers_503_and_recovers(tmp_path: Path) -> None:
         assert [q["name"] for q in c.list_queues("default")] == ["q"]
     finally:
         server.stop()
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             pg.stop()
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(pg.root, ignore_errors=True)
 
 
