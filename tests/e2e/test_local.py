@@ -208,10 +208,10 @@ def test_login_and_an_agent_config_file(live_server: LiveServer, tmp_path: Path)
     live_server.cli("login", "--host", live_server.host, "--key", live_server.key)
     stored = tmp_path / "cli-config" / "credentials.json"
     assert oct(stored.stat().st_mode & 0o777) == "0o600"
-    live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)),
-                    **env_free)
-    agent_file = write(tmp_path / "agent.yaml",
-                       "queues: [gpu]\nentity: default\nmax_jobs: 2\ngpus: '0,1'\n")
+    live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)), **env_free)
+    agent_file = write(
+        tmp_path / "agent.yaml", "queues: [gpu]\nentity: default\nmax_jobs: 2\ngpus: '0,1'\n"
+    )
     live_server.start_agent("-c", str(agent_file), name="from-file")
     live_server.wait_agent_ready("from-file")
     agents = json.loads(live_server.cli("agents", "list", "--json").stdout)
@@ -237,3 +237,44 @@ def test_outputs_saved_by_the_run_are_kept(live_server: LiveServer, tmp_path: Pa
     assert files == {"images/sample.png": 9, "metrics.json": 14}
     assert c.download(run_id, "images/sample.png") == b"\x89PNG fake"
     assert json.loads(c.download(run_id, "metrics.json")) == {"loss": 0.25}
+
+
+SECRET_QUEUE = """\
+name: secret
+resource: local
+config:
+  gpus: 0
+  env:
+    HF_TOKEN: {secret: hf_live_token_123}
+"""
+
+
+def test_secrets_reach_the_run_but_never_listings_or_logs(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    live_server.cli("queue", "create", "-f", str(write(tmp_path / "s.yaml", SECRET_QUEUE)))
+    live_server.start_agent("-q", "secret", "-j", "1", "--gpus", "none")
+    seen = tmp_path / "seen.txt"
+    run_id = (
+        live_server.cli(
+            "launch",
+            "-q",
+            "secret",
+            "--",
+            "sh",
+            "-c",
+            f'printf %s "$HF_TOKEN" > {seen}; echo "token is $HF_TOKEN"',
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    wait_until(lambda: states(live_server, [run_id]) == ["finished"], 30)
+    assert seen.read_text() == "hf_live_token_123"  # the run got the real value
+    shown = [
+        live_server.cli("queue", "show", "secret").stdout,
+        live_server.cli("queue", "show", "secret", "--json").stdout,
+        live_server.cli("runs", "show", run_id, "--json").stdout,
+        live_server.cli("logs", run_id).stdout,
+    ]
+    assert all("hf_live_token_123" not in text for text in shown)
+    assert "token is ***" in shown[3]

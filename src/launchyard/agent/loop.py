@@ -31,6 +31,7 @@ from launchyard.backends.base import Backend, Handle, LaunchSpec, Observation, P
 from launchyard.client import AgentClient
 from launchyard.config import AgentSettings, default_data_dir
 from launchyard.errors import LaunchyardError, ServerUnavailableError, StaleLeaseError
+from launchyard.models import secrets
 from launchyard.models.runs import RunState
 
 log = logging.getLogger("launchyard.agent")
@@ -258,7 +259,7 @@ class Agent:
             project=c["project"],
             queue=c["queue"],
             command=list(c["command"]),
-            config=dict(c["resolved_config"]),
+            config=secrets.unwrap(c["resolved_config"]),
             env={
                 **c.get("env", {}),
                 "LAUNCHYARD_ENTITY": c["entity"],
@@ -274,7 +275,7 @@ class Agent:
                 "run_id": rec.run_id,
                 "config": c.get("run_config", {}),
                 "values": c.get("values", {}),
-                "queue_config": c["resolved_config"],
+                "queue_config": secrets.mask(c["resolved_config"]),
             },
             image=c.get("image"),
             gpus=int(c["gpus"]),
@@ -353,6 +354,7 @@ class Agent:
             chunk = await backend.read_logs(handle, rec.log_offset)
             if not chunk.text and chunk.next_offset == rec.log_offset:
                 return
+            text = secrets.mask_text(chunk.text, secrets.values(rec.claimed["resolved_config"]))
             try:
                 stored = await self.client.append_logs(
                     rec.run_id,
@@ -360,7 +362,7 @@ class Agent:
                         "lease_token": rec.lease_token,
                         "start": rec.log_offset,
                         "next_offset": chunk.next_offset,
-                        "text": chunk.text,
+                        "text": text,
                     },
                 )
             except StaleLeaseError:

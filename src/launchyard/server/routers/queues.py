@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
 from launchyard import templating
+from launchyard.models import secrets
 from launchyard.server.deps import Caller, State
 from launchyard.server.schemas.queues import (
     ParseRequest,
@@ -24,12 +25,13 @@ router = APIRouter(prefix="/api/v1", tags=["queues"])
 
 def _response(sess: Session, entity: EntityRow, row: QueueRow) -> QueueResponse:
     counts = service.state_counts(sess, [row.id])[row.id]
+    parsed = service.parsed_config(row.config_text)
     return QueueResponse(
         entity=entity.name,
         name=row.name,
         resource=row.resource,
-        config=row.config_text,
-        config_parsed=service.parsed_config(row.config_text),
+        config=secrets.mask_text(row.config_text, secrets.values(parsed)),
+        config_parsed=secrets.mask(parsed),
         variables=row.variables,
         priority=row.priority_enabled,
         counts=counts,
@@ -58,7 +60,7 @@ def parse(req: ParseRequest, who: Caller) -> ParseResponse:
         variables=list(found.variables),
         macros=list(found.macros),
         undeclared=[v for v in found.variables if v not in declared],
-        config=tree,
+        config=secrets.mask(tree),
     )
 
 

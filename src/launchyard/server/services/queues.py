@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from launchyard import templating
 from launchyard.backends import get_backend_class, known_resources
 from launchyard.errors import ConflictError, InvalidInputError, NotFoundError
+from launchyard.models import secrets
 from launchyard.models.resources import Resource
 from launchyard.server.services.auth import Principal, Role, now
 from launchyard.server.services.entities import check_name
@@ -100,7 +101,7 @@ def validate(resource: Resource, text: str, variables_raw: Any) -> dict[str, Any
     tree = templating.parse_config(text)
     variables = templating.parse_variables(variables_raw)
     templating.check_template(tree, variables)
-    get_backend_class(resource.value).check_config(tree)
+    get_backend_class(resource.value).check_config(secrets.unwrap(tree))
     return variables
 
 

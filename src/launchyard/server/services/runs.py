@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from launchyard import templating
 from launchyard.backends import get_backend_class
 from launchyard.errors import InvalidInputError, NotFoundError
+from launchyard.models import secrets as config_secrets
 from launchyard.models.resources import Resource
 from launchyard.models.runs import Phase, Priority, RunState
 from launchyard.scheduling import AgentView, explain_wait
@@ -161,8 +162,8 @@ def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitReque
     if not isinstance(rendered, dict):  # parse_config guarantees a mapping
         raise InvalidInputError("the queue's config must render to a mapping")
     backend = get_backend_class(resource.value)
-    backend.check_config(rendered)
-    gpus = backend.gpu_demand(rendered)
+    backend.check_config(config_secrets.unwrap(rendered))
+    gpus = backend.gpu_demand(config_secrets.unwrap(rendered))
     queue_env = rendered.get("env") or {}
     _check_env(env, queue_env)
 
@@ -385,7 +386,7 @@ def to_response(
         env=dict(run.env),
         values=dict(run.values),
         config=dict(run.run_config),
-        resolved_config=dict(run.resolved_config),
+        resolved_config=config_secrets.mask(run.resolved_config),
         gpus=run.gpus,
         gpu_ids=list(run.gpu_ids),
         attempt=run.attempt,
