@@ -212,7 +212,16 @@ def test_launch_from_a_job_watch_logs_live_and_cancel(
     assert long_id in text_of(browser, "css", "main")  # holds GPUs 0-1 (or another pair)
     browser.screenshot("agents")
     d.get(live.host + "/ui/e/default/queues/gpu")
+    d.execute_script("window.notReloaded = true")
+    waiting = c.submit(
+        "default", {"queue": "gpu", "project": "vision", "job": "train", "values": {"gpus": 4}}
+    )["id"]
+    # The new run shows up with why it waits, without a reload.
+    wait_until(lambda: waiting in text_of(browser, "id", "queue-live"), 10)
+    assert "needs 4 GPUs, 2 free" in text_of(browser, "id", "queue-live")
+    assert d.execute_script("return window.notReloaded === true")
     browser.screenshot("queue")
+    c.cancel(waiting)
     d.get(live.host + "/ui/e/default/projects/vision")
     browser.screenshot("jobs")
 

@@ -42,6 +42,10 @@ def test_queued_runs_are_paged_in_claim_order_with_positions(server: ServerHarne
     second = server.http.get(f"/ui/e/default/queues/gpu?after={cursor.group(1)}")
     assert queued_rows(second.text) == [(50 + i, r) for i, r in enumerate(ids[49:], start=1)]
     assert 'href="?after=' not in second.text and 'href="?">First page' in second.text
+    for page in (first.text, second.text):  # the URL each page polls for its live part
+        url = re.search(r'data-live-url="([^"]+)"', page)
+        assert url is not None
+        assert server.http.get(url.group(1).replace("&amp;", "&")).status_code == 200
     live = server.http.get(f"/ui/api/e/default/queues/gpu/live?after={cursor.group(1)}").json()
     assert live["counts"] == {"queued": 56}
     assert queued_rows(live["html"]) == queued_rows(second.text)
@@ -232,3 +236,13 @@ def test_outputs_are_listed_images_inline_and_other_files_as_downloads(ui: Serve
     assert ui.http.get(f"/ui/runs/{run_id}/files/nope.png").status_code == 404
     ui.http.cookies.clear()
     assert ui.http.get(image_url).status_code == 401
+
+
+def test_secret_values_in_a_queue_config_are_never_shown(ui: ServerHarness) -> None:
+    c = ui.client()
+    config = "env:\n  HF_TOKEN: {secret: hf_abcdef123456}\n  MODE: fast\n"
+    c.create_queue("default", {"name": "gpu", "config": config})
+    run_id = c.submit("default", {"queue": "gpu", "command": ["true"]})["id"]
+    for path in ("/ui/e/default/queues/gpu", f"/ui/runs/{run_id}"):
+        page = ui.http.get(path).text
+        assert "hf_abcdef123456" not in page and "***" in page, path

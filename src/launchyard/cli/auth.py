@@ -57,3 +57,19 @@ def add_member(
     console.print(f"{result['user']} is {result['role']} of {result['entity']}")
     if result["api_key"]:
         typer.echo(result["api_key"])
+
+
+@entities_app.command("agent-key")
+def agent_key(
+    entity: str = typer.Argument(...),
+    queues: list[str] = typer.Option(..., "--queue", "-q", help="Queue it may serve (repeatable)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a key that can only run agents for these queues; printed once."""
+    result = client().request(
+        "POST", f"/api/v1/entities/{entity}/agent-keys", json={"queues": queues}
+    )
+    if as_json:
+        return print_json(result)
+    console.print(f"agent key for {', '.join(result['queues'])} in {result['entity']}")
+    typer.echo(result["api_key"])

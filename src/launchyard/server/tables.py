@@ -56,6 +56,8 @@ class ApiKeyRow(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     """sha256 of the key: keys are 32 random bytes, so a fast hash is enough."""
     prefix: Mapped[str] = mapped_column(String(16))
+    queue_scope: Mapped[list[Any] | None] = mapped_column(JSON)
+    """Queue ids an agent key may serve; such a key can do nothing but run agents."""
     created_at: Mapped[datetime]
 
 

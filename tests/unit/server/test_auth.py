@@ -49,3 +49,27 @@ def test_entities_are_isolated(sqlite_server) -> None:  # type: ignore[no-untype
         alice.get_run(run["id"])
     with pytest.raises(PermissionDeniedError):
         alice.create_entity("team-c")
+
+
+def test_agent_keys_only_run_agents_for_their_queues(sqlite_server) -> None:  # type: ignore[no-untyped-def]
+    admin = sqlite_server.client()
+    for name in ("a", "b"):
+        admin.create_queue("default", {"name": name, "config": "gpus: 0\n"})
+    created = admin.request("POST", "/api/v1/entities/default/agent-keys", json={"queues": ["a"]})
+    agent = sqlite_server.client(created["api_key"])
+    body = {"name": "k8s", "hostname": "h", "max_jobs": 1, "gpu_ids": []}
+    registered = agent.request(
+        "POST", "/api/v1/entities/default/agents", json={**body, "queues": ["a"]}
+    )
+    with pytest.raises(PermissionDeniedError, match="may not serve queue"):
+        agent.request("POST", "/api/v1/entities/default/agents", json={**body, "queues": ["b"]})
+    claim = {"capacity": {"seq": 1, "free_gpus": 0, "free_slots": 1}, "wait_s": 0}
+    agent.request("POST", f"/api/v1/agents/{registered['id']}/claim", json=claim)
+    for call in (
+        lambda: agent.submit("default", {"queue": "a", "command": ["true"]}),
+        lambda: agent.list_queues("default"),
+        lambda: agent.list_runs("default"),
+        lambda: agent.add_member("default", "x", "admin"),
+    ):
+        with pytest.raises(PermissionDeniedError, match="agent key"):
+            call()

@@ -118,7 +118,7 @@ def stop(agent_id: AgentId, state: State, who: Caller) -> None:
 @router.post("/runs/{run_id}/state", tags=["runs"])
 def report_state(run_id: str, req: StateReport, state: State, who: Caller) -> dict[str, str]:
     with state.db.session() as sess:
-        run = service.report_state(sess, run_id, req)
+        run = service.report_state(sess, who, run_id, req)
         new_state = run.state
     state.notifier.notify()
     return {"state": new_state}
@@ -127,6 +127,6 @@ def report_state(run_id: str, req: StateReport, state: State, who: Caller) -> di
 @router.post("/runs/{run_id}/logs", tags=["runs"])
 def append_logs(run_id: str, req: LogAppend, state: State, who: Caller) -> LogAppendResponse:
     with state.db.session() as sess:
-        log_bytes = service.append_logs(sess, run_id, req)
+        log_bytes = service.append_logs(sess, who, run_id, req)
     state.notifier.notify()
     return LogAppendResponse(log_bytes=log_bytes)

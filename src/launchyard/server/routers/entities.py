@@ -10,6 +10,8 @@ from launchyard.errors import PermissionDeniedError
 from launchyard.server import metrics
 from launchyard.server.deps import Caller, State
 from launchyard.server.schemas.entities import (
+    AgentKeyRequest,
+    AgentKeyResponse,
     EntityCreateRequest,
     EntityResponse,
     MemberRequest,
@@ -17,6 +19,7 @@ from launchyard.server.schemas.entities import (
     WhoAmIResponse,
 )
 from launchyard.server.services import entities as service
+from launchyard.server.services.queues import get_queue
 from launchyard.server.tables import EntityRow
 
 router = APIRouter()
@@ -76,3 +79,17 @@ def add_member(entity: str, req: MemberRequest, state: State, who: Caller) -> Me
         response = MemberResponse(user=user.name, entity=ent.name, role=req.role.value, api_key=key)
     state.auth_cache.clear()  # roles changed: identities are re-read
     return response
+
+
+@router.post("/api/v1/entities/{entity}/agent-keys", status_code=201, tags=["entities"])
+def create_agent_key(
+    entity: str, req: AgentKeyRequest, state: State, who: Caller
+) -> AgentKeyResponse:
+    """A key limited to running agents for these queues (for a cluster's agent deployment)."""
+    with state.db.session() as sess:
+        ent = service.get_entity(sess, entity)
+        queues = [get_queue(sess, ent, name) for name in req.queues]
+        user, key = service.create_agent_key(sess, who, ent, [q.id for q in queues])
+        return AgentKeyResponse(
+            user=user.name, entity=ent.name, queues=[q.name for q in queues], api_key=key
+        )

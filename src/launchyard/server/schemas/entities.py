@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from launchyard.server.services.auth import Role
 
@@ -59,3 +59,16 @@ class AliasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: str
     """vN or an existing alias"""
+
+
+class AgentKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    queues: list[str] = Field(min_length=1, max_length=1000)
+
+
+class AgentKeyResponse(BaseModel):
+    user: str
+    entity: str
+    queues: list[str]
+    api_key: str
+    """Shown once."""

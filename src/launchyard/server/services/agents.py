@@ -16,7 +16,12 @@ from sqlalchemy.orm import Session
 
 from launchyard import scheduling
 from launchyard.backends import get_backend_class
-from launchyard.errors import InvalidInputError, NotFoundError, StaleLeaseError
+from launchyard.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    StaleLeaseError,
+)
 from launchyard.models.runs import (
     ACTIVE_STATES,
     AGENT_TRANSITIONS,
@@ -58,8 +63,16 @@ OUTPUT_TOKEN_PREFIX = "lyr_"
 def register(
     sess: Session, who: Principal, entity: EntityRow, req: AgentRegisterRequest, lease_ttl_s: float
 ) -> tuple[AgentRow, list[QueueRef]]:
-    who.require(entity, Role.MEMBER, "running an agent")
+    who.require(entity, Role.MEMBER, "running an agent", agent_ok=True)
     queues = [get_queue(sess, entity, name) for name in req.queues]
+    if who.queue_scope is not None:
+        outside = [q.name for q in queues if q.id not in who.queue_scope]
+        if outside:
+            raise PermissionDeniedError(
+                f"this agent key may not serve queue(s) {', '.join(outside)}; ask an admin "
+                "of the entity for a key that covers them",
+                fields={"queues": outside},
+            )
     for q in queues:
         if q.resource not in req.resources:
             raise InvalidInputError(
@@ -93,7 +106,7 @@ def get_agent(sess: Session, who: Principal, agent_id: int, role: Role = Role.ME
         raise NotFoundError(f"agent {agent_id} does not exist", fields={"agent": agent_id})
     entity = sess.get(EntityRow, agent.entity_id)
     assert entity is not None
-    who.require(entity, role, "acting as this agent")
+    who.require(entity, role, "acting as this agent", agent_ok=True)
     return agent
 
 
@@ -241,10 +254,12 @@ def heartbeat(
     )
 
 
-def _leased_run(sess: Session, run_id: str, token: str) -> RunRow:
+def _leased_run(sess: Session, who: Principal, run_id: str, token: str) -> RunRow:
     run = sess.execute(
         select(RunRow).where(RunRow.id == run_id, RunRow.lease_token == token)
     ).scalar_one_or_none()
+    if run is not None and not (who.is_superuser or run.entity_id in who.roles):
+        run = None  # the token is not this caller's to use: same answer as a stale one
     if run is None or not RunState(run.state).is_active:
         raise StaleLeaseError(
             f"the lease on run '{run_id}' is no longer this agent's (it expired and the run "
@@ -254,8 +269,8 @@ def _leased_run(sess: Session, run_id: str, token: str) -> RunRow:
     return run
 
 
-def report_state(sess: Session, run_id: str, report: StateReport) -> RunRow:
-    run = _leased_run(sess, run_id, report.lease_token)
+def report_state(sess: Session, who: Principal, run_id: str, report: StateReport) -> RunRow:
+    run = _leased_run(sess, who, run_id, report.lease_token)
     current = RunState(run.state)
     if report.state not in AGENT_TRANSITIONS.get(current, frozenset()):
         raise InvalidInputError(
@@ -298,8 +313,8 @@ def _requeue(sess: Session, run: RunRow, reason: str) -> None:
     transition(sess, run, RunState.QUEUED, reason, Phase.SERVER)
 
 
-def append_logs(sess: Session, run_id: str, chunk: LogAppend) -> int:
-    run = _leased_run(sess, run_id, chunk.lease_token)
+def append_logs(sess: Session, who: Principal, run_id: str, chunk: LogAppend) -> int:
+    run = _leased_run(sess, who, run_id, chunk.lease_token)
     # A retried upload (or one from before an agent restart) starts before what
     # is stored: skip it, and tell the agent where to resume.
     if chunk.start != run.log_bytes or not chunk.text and chunk.next_offset == run.log_bytes:

@@ -34,8 +34,18 @@ class Principal:
     is_superuser: bool
     roles: dict[int, Role] = field(default_factory=dict)
     """entity id -> role"""
+    queue_scope: frozenset[int] | None = None
+    """Set for agent keys: the queues they may serve, and nothing else."""
 
-    def require(self, entity: EntityRow, role: Role, action: str) -> None:
+    def require(
+        self, entity: EntityRow, role: Role, action: str, *, agent_ok: bool = False
+    ) -> None:
+        if self.queue_scope is not None and not agent_ok:
+            raise PermissionDeniedError(
+                f"{action} is not allowed with an agent key: it only runs agents for its "
+                "queues; use a user's key",
+                fields={"needed": role.value},
+            )
         if self.is_superuser:
             return
         have = self.roles.get(entity.id)
@@ -63,9 +73,17 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_key(sess: Session, user: UserRow) -> str:
+def new_key(sess: Session, user: UserRow, queue_scope: list[int] | None = None) -> str:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    sess.add(ApiKeyRow(user_id=user.id, key_hash=hash_key(key), prefix=key[:8], created_at=now()))
+    sess.add(
+        ApiKeyRow(
+            user_id=user.id,
+            key_hash=hash_key(key),
+            prefix=key[:8],
+            created_at=now(),
+            queue_scope=queue_scope,
+        )
+    )
     return key
 
 
@@ -75,15 +93,18 @@ def authenticate(sess: Session, key: str | None) -> Principal:
             "no API key: pass `Authorization: Bearer KEY`, or run `launchyard login` "
             "or set LAUNCHYARD_API_KEY"
         )
-    row = sess.execute(
-        select(UserRow).join(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(key))
-    ).scalar_one_or_none()
-    if row is None:
+    found = sess.execute(
+        select(UserRow, ApiKeyRow.queue_scope)
+        .join(ApiKeyRow)
+        .where(ApiKeyRow.key_hash == hash_key(key))
+    ).one_or_none()
+    if found is None:
         raise AuthError(
             f"API key {key[:8]}… is not valid on this server; check LAUNCHYARD_API_KEY "
             "or run `launchyard login` again",
             fields={"key_prefix": key[:8]},
         )
+    row, scope = found
     memberships = sess.execute(
         select(MembershipRow).where(MembershipRow.user_id == row.id)
     ).scalars()
@@ -92,4 +113,5 @@ def authenticate(sess: Session, key: str | None) -> Principal:
         name=row.name,
         is_superuser=row.is_superuser,
         roles={m.entity_id: Role(m.role) for m in memberships},
+        queue_scope=frozenset(scope) if scope is not None else None,
     )

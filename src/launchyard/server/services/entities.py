@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 
 from sqlalchemy import select
@@ -121,3 +122,15 @@ def bootstrap(sess: Session, data_dir: Path) -> Path | None:
         fh.write(key + "\n")
     os.chmod(path, 0o600)
     return path
+
+
+def create_agent_key(
+    sess: Session, who: Principal, entity: EntityRow, queue_ids: list[int]
+) -> tuple[UserRow, str]:
+    """A key that can only run agents for these queues (a service user of its own)."""
+    who.require(entity, Role.ADMIN, "creating an agent key")
+    user = UserRow(name=f"agent-{secrets.token_hex(4)}", is_superuser=False, created_at=now())
+    sess.add(user)
+    sess.flush()
+    sess.add(MembershipRow(user_id=user.id, entity_id=entity.id, role=Role.MEMBER.value))
+    return user, new_key(sess, user, queue_scope=sorted(queue_ids))

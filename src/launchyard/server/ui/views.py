@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from launchyard.config import ServerSettings
 from launchyard.errors import ConflictError
+from launchyard.models import secrets
 from launchyard.models.runs import ACTIVE_STATES, TERMINAL_STATES, RunState
 from launchyard.scheduling import AgentView, explain_wait
 from launchyard.server.schemas.agents import AgentResponse
@@ -92,6 +93,12 @@ class QueueView:
     active: list[RunResponse]
     recent: list[RunResponse]
     next_before: int | None
+
+    @property
+    def config_text(self) -> str:
+        """The template as its admin wrote it, with secret values shown as ***."""
+        parsed = queues_service.parsed_config(self.queue.config_text)
+        return secrets.mask_text(self.queue.config_text, secrets.values(parsed))
 
 
 def parse_after(raw: str | None) -> tuple[int, int] | None:
