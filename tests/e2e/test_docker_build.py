@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import require
 from tests.e2e.conftest import LiveServer, wait_until, write
 from tests.e2e.test_docker import IMAGE, _docker_ready
@@ -22,8 +21,9 @@ def docker_server(live_server: LiveServer, tmp_path: Path) -> LiveServer:
     return live_server
 
 
-def test_build_runs_the_folder_and_records_the_image(docker_server: LiveServer,
-                                                     tmp_path: Path) -> None:
+def test_build_runs_the_folder_and_records_the_image(
+    docker_server: LiveServer, tmp_path: Path
+) -> None:
     code = tmp_path / "code"
     code.mkdir()
     write(code / "hello.txt", "hello from a built image\n")

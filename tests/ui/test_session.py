@@ -118,8 +118,10 @@ def test_a_forged_expired_or_revoked_session_is_refused(sqlite_server: ServerHar
         "v1.1.1",
     ]
     for value in forged:
+        http.cookies.clear()  # one cookie of that name, not the server's and ours
         http.cookies.set(session.COOKIE_NAME, value)
         assert http.get("/ui/queues", follow_redirects=False).status_code == 303, value
+    http.cookies.clear()
     http.cookies.set(session.COOKIE_NAME, token)
     assert http.get("/ui/queues").status_code == 200
     # Deleting the key ends the sessions made with it (once the short identity cache lapses).
@@ -161,3 +163,19 @@ def test_the_pages_endpoints_also_take_a_bearer_key(sqlite_server: ServerHarness
         "/ui/api/e/default/queues/gpu/live", headers={"Authorization": "Bearer ly_nope"}
     )
     assert bad.status_code == 401
+
+
+def test_an_agent_key_cannot_open_the_web_ui(sqlite_server: ServerHarness) -> None:
+    c = sqlite_server.client()
+    make_queue(c)
+    agent_key = c.request("POST", "/api/v1/entities/default/agent-keys", json={"queues": ["gpu"]})[
+        "api_key"
+    ]
+    response = sqlite_server.http.post(
+        "/ui/login", data={"api_key": agent_key}, follow_redirects=False
+    )
+    assert response.status_code == 401 and "this is an agent key" in response.text
+    assert "set-cookie" not in response.headers
+    bearer = {"Authorization": f"Bearer {agent_key}"}
+    live = sqlite_server.http.get("/ui/api/e/default/queues/gpu/live", headers=bearer)
+    assert live.status_code == 403

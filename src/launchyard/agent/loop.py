@@ -497,6 +497,8 @@ class Agent:
             raise
 
     def _forget(self, rec: InFlight) -> None:
-        if self.inflight.pop(rec.run_id, None) is not None:
+        # A requeued run may already be back here as its next attempt: forget only this one.
+        if self.inflight.get(rec.run_id) is rec:
+            del self.inflight[rec.run_id]
             self.store.delete(rec.run_id)
             self._capacity_changed.set()

@@ -98,6 +98,8 @@ env.globals.update(
 
 def can(who: Principal, entity: EntityRow | int, role: Role) -> bool:
     """Whether the API would let ``who`` act with ``role`` in the entity: pages offer only that."""
+    if who.queue_scope is not None:
+        return False  # an agent key acts only as an agent
     if who.is_superuser:
         return True
     have = who.roles.get(entity if isinstance(entity, int) else entity.id)

@@ -31,7 +31,13 @@ from launchyard.server.ui.render import (
     render,
     safe_next,
 )
-from launchyard.server.ui.session import cookie_principal, login, logout, page_principal
+from launchyard.server.ui.session import (
+    AgentKeyLoginError,
+    cookie_principal,
+    login,
+    logout,
+    page_principal,
+)
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -67,14 +73,17 @@ def login_submit(request: Request, state: State, form: Form) -> Response:
     response = RedirectResponse(target, status_code=303)
     try:
         login(state, request, response, form.get("api_key", ""))
+    except AgentKeyLoginError as exc:
+        return render("login.html", status_code=401, user=None, next=target, error=exc.message)
     except AuthError:
         # Never echo the key back: a page can be screenshotted or cached.
-        message = (
-            "That API key is not valid on this server. Paste the whole key "
-            "(it starts with ly_); an admin can make one with `launchyard entity add-member`."
-            if form.get("api_key", "").strip()
-            else "Enter an API key."
-        )
+        if not form.get("api_key", "").strip():
+            message = "Enter an API key."
+        else:
+            message = (
+                "That API key is not valid on this server. Paste the whole key (it starts "
+                "with ly_); an admin can make one with `launchyard entities add-member`."
+            )
         return render("login.html", status_code=401, user=None, next=target, error=message)
     return response
 

@@ -42,6 +42,10 @@ class LoginRequired(Exception):
     """Raised by page handlers: answered with a redirect to the login page."""
 
 
+class AgentKeyLoginError(AuthError):
+    """An agent key (scoped to queues) cannot open the web UI."""
+
+
 def server_secret(state: AppState, request: Request) -> bytes:
     """The HMAC key, read once per app from ``data_dir/ui-secret`` (created 0600 if absent)."""
     cached: bytes | None = getattr(request.app.state, "launchyard_ui_secret", None)
@@ -93,13 +97,14 @@ def principal_for_key_id(sess: Session, user_id: int, key_id: int) -> Principal 
     Mirrors ``services.auth.authenticate``, which looks a key up by its value;
     a session knows only the key's row id.
     """
-    user = sess.execute(
-        select(UserRow)
+    found = sess.execute(
+        select(UserRow, ApiKeyRow.queue_scope)
         .join(ApiKeyRow, ApiKeyRow.user_id == UserRow.id)
         .where(ApiKeyRow.id == key_id, UserRow.id == user_id)
-    ).scalar_one_or_none()
-    if user is None:
+    ).one_or_none()
+    if found is None or found[1] is not None:  # gone, or an agent key
         return None
+    user = found[0]
     memberships = sess.execute(select(MembershipRow).where(MembershipRow.user_id == user.id))
     return Principal(
         user_id=user.id,
@@ -113,6 +118,11 @@ def login(state: AppState, request: Request, response: Response, api_key: str) -
     """Check the key (AuthError if wrong) and set the session cookie on ``response``."""
     with state.db.session() as sess:
         who = authenticate(sess, api_key.strip())
+        if who.queue_scope is not None:
+            raise AgentKeyLoginError(
+                "this is an agent key: it only runs agents for its queues and cannot open "
+                "the web UI; log in with a user's key"
+            )
         key_id = sess.execute(
             select(ApiKeyRow.id).where(ApiKeyRow.key_hash == hash_key(api_key.strip()))
         ).scalar_one()
