@@ -222,6 +222,8 @@ def test_launch_from_a_job_watch_logs_live_and_cancel(
     assert d.execute_script("return window.notReloaded === true")
     browser.screenshot("queue")
     c.cancel(waiting)
+    d.get(live.host + "/ui/projects")
+    browser.screenshot("projects")
     d.get(live.host + "/ui/e/default/projects/vision")
     browser.screenshot("jobs")
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from launchyard.cli import agents, auth, doctor, jobs, queues, runs, server
+from launchyard.cli import agents, auth, cache, doctor, jobs, queues, runs, server
 from launchyard.cli.common import err_console
 from launchyard.errors import LaunchyardError
 
@@ -23,6 +23,7 @@ app.add_typer(runs.runs_app, name="runs", help="List and inspect runs.")
 app.add_typer(jobs.app, name="jobs", help="Versioned, reusable jobs.")
 app.add_typer(agents.app, name="agents", help="List and drain agents.")
 app.add_typer(auth.entities_app, name="entities", help="Entities (teams) and their members.")
+app.add_typer(cache.app, name="cache", help="Shared caches (NFS on Kubernetes).")
 app.command("launch")(runs.launch)
 app.command("logs")(runs.logs)
 app.command("cancel")(runs.cancel)

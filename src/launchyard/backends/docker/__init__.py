@@ -6,5 +6,6 @@ mirrored into a file). The SDK is imported only when a backend is built.
 """
 
 from launchyard.backends.docker.backend import DockerBackend
+from launchyard.backends.docker.doctor import doctor_checks
 
-__all__ = ["DockerBackend"]
+__all__ = ["DockerBackend", "doctor_checks"]
