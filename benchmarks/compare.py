@@ -100,6 +100,7 @@ def latency(engine: peers.Engine, n: int, folder: Path) -> tuple[list[float], li
         sub = engine.submit(f"lat{i}", ["bash", "-c", 'echo "$EPOCHREALTIME" > "$0"', str(path)])
         values.append(wait_file(path, 60) - sub.at)
         engine.wait_ended([sub.engine_id], 60, every_s=0.02)
+        engine.wait_idle()
         ids.append(sub.engine_id)
     return values, ids
 

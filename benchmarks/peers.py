@@ -89,8 +89,8 @@ class Engine:
             time.sleep(every_s)
         return time.time()
 
-    def close(self) -> None:
-        pass
+    def wait_idle(self, timeout_s: float = 60) -> None:
+        """Return once the engine has nothing left to tidy up after the runs it ended."""
 
 
 class Launchyard(Engine):
@@ -233,6 +233,13 @@ class Slurm(Engine):
     def cancel(self, ids: Sequence[str]) -> None:
         for i in range(0, len(ids), 500):
             self.tool("scancel", *ids[i : i + 500])
+
+    def wait_idle(self, timeout_s: float = 60) -> None:
+        """Until squeue shows nothing: a node still COMPLETING a job delays the next one by
+        about a second, which is not Slurm's dispatch latency."""
+        deadline = time.monotonic() + timeout_s
+        while self.tool("squeue", "-h").strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def state(self, job_id: str) -> str:
         return self.tool("squeue", "-h", "-j", job_id, "-o", "%T").strip()

@@ -195,6 +195,7 @@ def test_alias_and_rename_go_through_the_job_services(ui: ServerHarness) -> None
     base = "/ui/e/default/projects/vision/jobs/train"
     ok = ui.http.post(base + "/alias", data={"alias": "main", "version": "v0"})
     assert ok.status_code == 200 and "alias &#39;main&#39; now points at v0" in ok.text
+    assert ok.history[0].status_code == 303  # reloading the page posts nothing again
     assert ui.client().get_job("default", "vision", "train")["aliases"]["main"] == "v0"
     bad = ui.http.post(base + "/alias", data={"alias": "latest", "version": "v0"})
     assert bad.status_code == 422 and "always follows the newest" in error_of(bad.text)

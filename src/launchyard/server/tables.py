@@ -159,6 +159,9 @@ class RunRow(Base):
         Index("ix_runs_claim", "queue_id", "state", "priority_rank", "seq"),
         Index("ix_runs_entity_created", "entity_id", "seq"),
         Index("ix_runs_lease", "state", "lease_expires_at"),
+        # A queue's and a job's runs, newest first (queue and job pages).
+        Index("ix_runs_queue_seq", "queue_id", "seq"),
+        Index("ix_runs_job_seq", "job_id", "seq"),
     )
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     id: Mapped[str] = mapped_column(String(16), unique=True)

@@ -297,7 +297,7 @@ def agent_views(sess: Session, queue_id: int, lease_ttl_s: float) -> list[AgentV
     ]
 
 
-def _behind_reservation(
+def behind_reservation(
     sess: Session, run: RunRow, agents: list[AgentView], reserve_after_s: float
 ) -> str | None:
     """Say so when the head of the queue holds a GPU reservation that this run waits behind."""
@@ -370,7 +370,7 @@ def to_response(
             agents = agent_views(sess, run.queue_id, lease_ttl_s)
             waiting = explain_wait(run.gpus, agents)
             if position > 1:
-                waiting = _behind_reservation(sess, run, agents, reserve_after_s) or waiting
+                waiting = behind_reservation(sess, run, agents, reserve_after_s) or waiting
     return RunResponse(
         id=run.id,
         name=run.name,

@@ -76,7 +76,6 @@ def build_drawer(
     *,
     version: str | None = None,
     form: dict[str, str] | None = None,
-    error: LaunchyardError | None = None,
 ) -> Drawer:
     _, spec_version = jobs_service.resolve(
         sess, project, jobs_service.JobRef(job.name, version or jobs_service.LATEST)
@@ -96,11 +95,11 @@ def build_drawer(
         else:
             values = dict(source.values) if source is not None and from_source else {}
         choice = QueueChoice(q.name, q.resource, q.priority_enabled, variable_fields(q, values))
+        if source is not None and from_source:
+            source_queue = q.name
+            choice.priority = Priority.from_rank(source.priority_rank).value
         if form is not None and form.get(f"priority.{q.name}"):
             choice.priority = form[f"priority.{q.name}"]
-        elif source is not None and from_source:
-            choice.priority = Priority.from_rank(source.priority_rank).value
-            source_queue = q.name
         choices.append(choice)
     aliases = [a for a, _ in jobs_service.aliases(sess, job)]
     numbers = [f"v{v.version}" for v in reversed(jobs_service.versions(sess, job))]
@@ -117,8 +116,6 @@ def build_drawer(
         ),
         has_command=has_command,
         name=form.get("name", ""),
-        open=error is not None,
-        error=error,
     )
 
 
@@ -216,8 +213,17 @@ def _job_page(
 
 @router.get("/ui/e/{entity}/projects/{project}/jobs/{name}")
 @html_page
-def job_page(entity: str, project: str, name: str, request: Request, state: State) -> Response:
-    return _job_page(request, state, entity, project, name)
+def job_page(
+    entity: str,
+    project: str,
+    name: str,
+    request: Request,
+    state: State,
+    alias: str | None = None,
+    version: str | None = None,
+) -> Response:
+    notice = f"alias '{alias}' now points at {version}" if alias and version else None
+    return _job_page(request, state, entity, project, name, notice=notice)
 
 
 @router.post("/ui/e/{entity}/projects/{project}/jobs/{name}/launch")
@@ -262,8 +268,9 @@ def set_alias(
             version = jobs_service.alias_version(sess, proj, ref, alias)
     except LaunchyardError as exc:
         return _job_page(request, state, entity, project, name, error=exc)
-    notice = f"alias '{alias}' now points at v{version.version}"
-    return _job_page(request, state, entity, project, name, notice=notice)
+    # Redirect after the change, so reloading the page does not post it again.
+    target = f"{job_url(entity, project, name)}?alias={quote(alias)}&version=v{version.version}"
+    return RedirectResponse(target, status_code=303)
 
 
 @router.post("/ui/e/{entity}/projects/{project}/jobs/{name}/rename")

@@ -148,7 +148,7 @@ def queue_view(
         # Whether the head holds a reservation is the same answer for every run behind it.
         behind = next((r for r in rows if r.id != head_id), None)
         reserved = (
-            runs_service._behind_reservation(sess, behind, agents, settings.reserve_after_s)
+            runs_service.behind_reservation(sess, behind, agents, settings.reserve_after_s)
             if behind is not None
             else None
         )
@@ -214,7 +214,8 @@ def list_projects(sess: Session, entity: EntityRow) -> list[tuple[ProjectRow, in
 def last_run_of_job(sess: Session, job: JobRow) -> RunRow | None:
     """The job's newest run: its values pre-fill the launch drawer.
 
-    Restricted to the job's project, whose runs the entity index walks newest first.
+    No index covers ``runs.job_id``: this walks runs newest first until one of the
+    job's, which is quick for a job that ran lately and bounded by the table's size.
     """
     return sess.execute(
         select(RunRow)
