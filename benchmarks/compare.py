@@ -64,7 +64,7 @@ def table(
         for c in columns:
             v = values.get(c)
             line += f"{(fmt.format(v) if v is not None else '—'):>13}"
-        ly = values.get(columns[0])
+        ly = values.get(columns[0]) if better else None
         for p in peers_:
             v = values.get(p)
             ok = ly is not None and v not in (None, 0) and v == v and ly == ly
@@ -260,6 +260,39 @@ def analyse(
     }
 
 
+def simulate(mix: Sequence[tuple[int, float]], reserve_after_s: float, slots: int) -> float:
+    """Makespan of launchyard's own decision procedure (``scheduling.pick``) on the mix with
+    every run queued at 0 and no overhead at all: what the policy alone costs."""
+    from launchyard import scheduling
+
+    queued = [scheduling.Candidate(f"r{i}", g, 2, i, 0.0) for i, (g, _) in enumerate(mix)]
+    ends: dict[str, float] = {}
+    t, free = 0.0, GPUS
+    while queued or ends:
+        decision = scheduling.pick(
+            queued,
+            scheduling.Capacity(free, GPUS, slots - len(ends)),
+            now=t,
+            reserve_after_s=reserve_after_s,
+        )
+        for run_id in decision.picked:
+            i = int(run_id[1:])
+            ends[run_id] = t + mix[i][1]
+            free -= mix[i][0]
+        queued = [c for c in queued if c.run_id not in decision.picked]
+        if not ends:
+            break
+        t_next = min(ends.values())
+        if queued and decision.reserved_for is None and t < reserve_after_s:
+            t_next = min(t_next, reserve_after_s)  # the head's reservation starts then
+        t = t_next
+        for run_id, end in list(ends.items()):
+            if end <= t:
+                free += mix[int(run_id[1:])][0]
+                del ends[run_id]
+    return t
+
+
 def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) -> None:
     before = load()
     mix = make_mix(args.pack_runs)
@@ -272,6 +305,7 @@ def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) 
         ly = peers.Launchyard(stack, "pack", gpu_variable=True, name="launchyard")
         subs, recs = peers.run_mix(ly, mix, work / "pack-ly.jsonl", timeout)
         res["launchyard"] = analyse(mix, subs, recs, assumed_ids=False)
+        res["launchyard"]["policy_alone"] = simulate(mix, args.reserve_after, GPUS * 2)
     if "slurm" in found:
         subs, recs = peers.run_mix(peers.Slurm(found["slurm"]), mix, work / "pack-s.jsonl", timeout)
         res["Slurm"] = analyse(mix, subs, recs, assumed_ids=False)
@@ -294,6 +328,7 @@ def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) 
         ["launchyard", "Slurm", "Ray", "-j 4 only"],
         [
             row("makespan (s)", "makespan", "{:.1f}", "lower"),
+            row("  launchyard's policy alone, simulated (s)", "policy_alone", "{:.1f}", ""),
             row("lower bound, nominal (s)", "nominal_bound", "{:.1f}", ""),
             row("lower bound, measured (s)", "measured_bound", "{:.1f}", ""),
             row("makespan / nominal bound", "vs_nominal", "{:.3f}", "lower"),
@@ -398,7 +433,7 @@ def launchyard_scale(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"depths": {}}
     with peers.launchyard_stack() as stack:
         c = stack.client()
-        queue = c.create_queue("default", peers.gpu_queue("scale", GPUS))
+        c.create_queue("default", peers.gpu_queue("scale", GPUS))
         agent = stack.agent("scale", jobs=GPUS, gpus="0,1,2,3", name="scale-agent")
         ly = peers.Launchyard(stack, "scale", gpu_variable=True, name="launchyard")
         blocker = ly.submit("blocker", ["sleep", "900"], GPUS)
@@ -438,7 +473,9 @@ def launchyard_scale(args: argparse.Namespace) -> dict[str, Any]:
                 return list(
                     sess.execute(
                         select(RunRow)
-                        .where(RunRow.queue_id.in_([queue["id"]]), RunRow.state == "queued")
+                        .where(
+                            RunRow.queue_id.in_([template["queue_id"]]), RunRow.state == "queued"
+                        )
                         .order_by(RunRow.priority_rank, RunRow.seq)
                         .limit(CLAIM_SCAN_LIMIT)
                     ).scalars()
