@@ -153,6 +153,13 @@ class Client:
         )
         return result
 
+    def submit_many(self, entity: str, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Queue many runs in one call (a sweep): all of them, or none."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/entities/{entity}/runs/batch", json={"runs": requests}
+        )
+        return list(result["runs"])
+
     def get_run(self, run_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/api/v1/runs/{run_id}")
         return result

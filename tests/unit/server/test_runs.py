@@ -154,3 +154,12 @@ def test_list_pages_with_a_cursor(c) -> None:  # type: ignore[no-untyped-def]
     assert rest["next_cursor"] is None
     with pytest.raises(InvalidInputError, match="not a run state"):
         c.list_runs("default", state="bogus")
+
+
+def test_batch_submission_is_all_or_nothing(c) -> None:  # type: ignore[no-untyped-def]
+    ok = {"queue": "gpu", "command": ["true"]}
+    runs = c.submit_many("default", [ok, {**ok, "values": {"gpus": 2}}])
+    assert [r["gpus"] for r in runs] == [1, 2] and len({r["id"] for r in runs}) == 2
+    with pytest.raises(VariableValueError, match=r"runs\[1\]: .*maximum 4.*nothing was queued"):
+        c.submit_many("default", [ok, {**ok, "values": {"gpus": 9}}])
+    assert len(c.list_runs("default")["runs"]) == 2

@@ -45,6 +45,7 @@ def world(sqlite_server):  # type: ignore[no-untyped-def]
     }
     bodies = {
         "/api/v1/entities/{entity}/runs": {"queue": "bq", "command": ["true"]},
+        "/api/v1/entities/{entity}/runs/batch": {"runs": [{"queue": "bq", "command": ["true"]}]},
         "/api/v1/entities/{entity}/queues": {"name": "mine", "config": "gpus: 0\n"},
         "/api/v1/entities/{entity}/queues/{name}": {"config": "gpus: 0\n"},
         "/api/v1/entities/{entity}/members": {"user": "alice", "role": "admin"},

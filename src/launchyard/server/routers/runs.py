@@ -8,9 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from launchyard.errors import LaunchyardError
 from launchyard.server.deps import Caller, State
 from launchyard.server.schemas.runs import (
     LogsResponse,
+    RunBatchRequest,
+    RunBatchResponse,
     RunListResponse,
     RunResponse,
     RunSubmitRequest,
@@ -19,7 +22,6 @@ from launchyard.server.services import runs as service
 from launchyard.server.services.auth import Role
 from launchyard.server.services.entities import get_entity, get_project
 from launchyard.server.services.queues import get_queue
-from launchyard.server.tables import UserRow
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
@@ -27,12 +29,31 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 @router.post("/entities/{entity}/runs", status_code=201)
 def submit(entity: str, req: RunSubmitRequest, state: State, who: Caller) -> RunResponse:
     with state.db.session() as sess:
-        run = service.submit(sess, who, get_entity(sess, entity), req)
         names = service.Names(sess)
-        names.remember(UserRow, who.user_id, who.name)
+        run = service.submit(sess, who, get_entity(sess, entity), req, names)
         response = service.to_response(sess, run, names, detail=False)
     state.notifier.notify()
     return response
+
+
+@router.post("/entities/{entity}/runs/batch", status_code=201)
+def submit_batch(entity: str, req: RunBatchRequest, state: State, who: Caller) -> RunBatchResponse:
+    """Queue many runs at once (a sweep): one transaction, all or nothing."""
+    with state.db.session() as sess:
+        ent = get_entity(sess, entity)
+        names = service.Names(sess)
+        responses = []
+        for index, one in enumerate(req.runs):
+            try:
+                run = service.submit(sess, who, ent, one, names)
+            except LaunchyardError as exc:
+                raise type(exc)(
+                    f"runs[{index}]: {exc.message}; nothing was queued",
+                    fields={**exc.fields, "index": index},
+                ) from None
+            responses.append(service.to_response(sess, run, names, detail=False))
+    state.notifier.notify()
+    return RunBatchResponse(runs=responses)
 
 
 @router.get("/entities/{entity}/runs")

@@ -26,6 +26,13 @@ class RunSubmitRequest(BaseModel):
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 
+class RunBatchRequest(BaseModel):
+    """Many runs in one request and one transaction (sweeps): all are queued, or none."""
+
+    model_config = ConfigDict(extra="forbid")
+    runs: list[RunSubmitRequest] = Field(min_length=1, max_length=5000)
+
+
 class TransitionResponse(BaseModel):
     state: str
     at: datetime
@@ -77,3 +84,7 @@ class LogsResponse(BaseModel):
     next_offset: int
     done: bool
     """The run has ended and every line is here."""
+
+
+class RunBatchResponse(BaseModel):
+    runs: list[RunResponse]

@@ -93,7 +93,14 @@ def _check_env(run_env: dict[str, str], queue_env: dict[str, Any]) -> None:
             )
 
 
-def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitRequest) -> RunRow:
+def submit(
+    sess: Session,
+    who: Principal,
+    entity: EntityRow,
+    req: RunSubmitRequest,
+    names: Names | None = None,
+) -> RunRow:
+    """Validate, render and queue one run. ``names`` learns what the response will show."""
     who.require(entity, Role.MEMBER, "launching a run")
     if req.idempotency_key:
         existing = sess.execute(
@@ -179,7 +186,16 @@ def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitReque
         version = jobs_service.record(sess, project, job_name, spec)
         job_id, job_version = version.job_id, version.version
     else:
-        job_id = job.id
+        job_id, job_name = job.id, job.name
+    if names is not None:
+        for table, row_id, name in (
+            (EntityRow, entity.id, entity.name),
+            (ProjectRow, project.id, project.name),
+            (QueueRow, queue.id, queue.name),
+            (JobRow, job_id, job_name),
+            (UserRow, who.user_id, who.name),
+        ):
+            names.remember(table, row_id, name)
 
     at = now()
     run = RunRow(
@@ -209,9 +225,9 @@ def submit(sess: Session, who: Principal, entity: EntityRow, req: RunSubmitReque
         cancel_requested=False,
         idempotency_key=f"{entity.id}:{req.idempotency_key}" if req.idempotency_key else None,
     )
-    sess.add(run)
-    sess.flush()
     transition(sess, run, RunState.QUEUED, f"submitted by {who.name}", Phase.SERVER)
+    sess.add(run)
+    sess.flush()  # one INSERT for the run, one for its transition
     return run
 
 
