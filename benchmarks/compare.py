@@ -245,7 +245,12 @@ def analyse(
             holders += step
             peak = max(peak, holders)
             last = t
+    ends = sorted(e for _, e, *_ in spans)
+    handovers = [
+        b - max(e for e in ends if e <= b) for b, *_ in spans if ends[0] <= b
+    ]  # from the last end before a start to that start: how fast freed GPUs are reused
     return {
+        "handover_p50": percentile(handovers, 50) if handovers else float("nan"),
         "makespan": makespan,
         "nominal_bound": nominal,
         "measured_bound": measured,
@@ -334,6 +339,7 @@ def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) 
             row("makespan / nominal bound", "vs_nominal", "{:.3f}", "lower"),
             row("makespan / measured bound", "vs_measured", "{:.3f}", "lower"),
             row("GPU-time utilisation (%)", "utilisation", "{:.1f}", "higher"),
+            row("handover: a run ends → next starts, p50 (s)", "handover_p50", "{:.2f}", "lower"),
             row("longest wait, submit → start (s)", "longest_wait", "{:.1f}", "lower"),
             row("runs that ended well", "runs_ended_ok", "{:.0f}", ""),
             row("pairs of runs sharing a GPU", "shared_pairs", "{:.0f}", "lower"),

@@ -73,6 +73,8 @@ class Agent:
         self._stopping = asyncio.Event()
         self._capacity_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._launching: set[str] = set()
+        """Runs whose launch task has not finished: the watch loop leaves them alone."""
 
     # ---- capacity -------------------------------------------------------------------------
 
@@ -174,6 +176,7 @@ class Agent:
             log.info("adopting run %s (attempt %d)", rec.run_id, rec.attempt)
             if rec.handle is None:
                 # Crashed mid-launch: launch is idempotent per attempt, so retry it.
+                self._launching.add(rec.run_id)
                 self._spawn(self._launch(rec))
         if self.inflight:
             await self._heartbeat_once()
@@ -243,6 +246,7 @@ class Agent:
         )
         self.inflight[rec.run_id] = rec
         self.store.save(rec)
+        self._launching.add(rec.run_id)
         self._spawn(self._launch(rec))
 
     def _output_dir(self, rec: InFlight) -> Path:
@@ -301,7 +305,13 @@ class Agent:
             await backend.cancel(handle, self.settings.cancel_grace_s)
         # Report `running` at once when the engine already runs it (local, docker);
         # otherwise the watch loop reports it when the engine starts it.
-        await self._report_progress(rec, await backend.poll(handle))
+        obs = await backend.poll(handle)
+        if obs.phase.is_terminal and obs.exit_code is not None:
+            obs = Observation(Phase.RUNNING)  # it ran (and already exited): say so first
+        try:
+            await self._report_progress(rec, obs)
+        finally:
+            self._launching.discard(rec.run_id)  # from now on the watch loop reports its end
 
     async def _report_progress(self, rec: InFlight, obs: Observation) -> None:
         """Tell the server a launched run is running, or why the engine keeps it pending."""
@@ -329,7 +339,11 @@ class Agent:
 
     async def _watch_loop(self) -> None:
         while not self._stopping.is_set():
-            held = [rec for rec in self.inflight.values() if rec.handle is not None]
+            held = [
+                rec
+                for rec in self.inflight.values()
+                if rec.handle is not None and rec.run_id not in self._launching
+            ]
             await asyncio.gather(*(self._watch(rec) for rec in held), return_exceptions=True)
             await asyncio.sleep(self.settings.poll_interval_s)
 
@@ -500,5 +514,6 @@ class Agent:
         # A requeued run may already be back here as its next attempt: forget only this one.
         if self.inflight.get(rec.run_id) is rec:
             del self.inflight[rec.run_id]
+            self._launching.discard(rec.run_id)
             self.store.delete(rec.run_id)
             self._capacity_changed.set()
