@@ -11,12 +11,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from tests.conftest import POSTGRES_ENV, require
+from tests.conftest import require
 from tests.e2e.conftest import LiveServer, free_port, wait_until
 
 from launchyard.errors import LaunchyardError, ServerUnavailableError
@@ -44,14 +42,10 @@ def _submitters(
     return [threading.Thread(target=loop, daemon=True) for _ in range(n)]
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
 def test_acknowledged_submissions_survive_a_sigkilled_server(
-    tmp_path: Path, db: str, request: pytest.FixtureRequest
+    tmp_path: Path, database_url: str
 ) -> None:
-    url = None
-    if db == "postgres":
-        url = request.getfixturevalue("pg_database")
-    server = LiveServer(tmp_path, database_url=url)
+    server = LiveServer(tmp_path, database_url=database_url)  # SQLite and PostgreSQL
     server.start()
     try:
         server.client().create_queue("default", QUEUE)
@@ -89,27 +83,6 @@ def _exists(c, run_id: str) -> bool:  # type: ignore[no-untyped-def]
         return True
     except LaunchyardError:
         return False
-
-
-@pytest.fixture
-def pg_database(database_url_pg: str) -> str:
-    return database_url_pg
-
-
-@pytest.fixture
-def database_url_pg(tmp_path: Path) -> Iterator[str]:
-    import psycopg
-
-    base = os.environ.get(POSTGRES_ENV)
-    require("PostgreSQL", bool(base), f"set {POSTGRES_ENV} (.ci/run starts one)")
-    assert base is not None
-    name = f"ly_{uuid.uuid4().hex[:12]}"
-    admin = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class PrivatePostgres:

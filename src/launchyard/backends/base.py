@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from launchyard.errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class LaunchSpec:
@@ -126,10 +128,24 @@ class Backend:
     """True when the agent owns the GPUs and picks device ids (local, docker);
     False when the engine's scheduler places work (kubernetes, slurm, ray)."""
 
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+    """Keys allowed in the agent config's ``backends: {NAME: {...}}`` section."""
+
     @classmethod
     def create(cls, *, state_dir: Path, lease_ttl_s: float, options: dict[str, Any]) -> Backend:
         """Build the backend an agent uses; ``options`` is the agent config's section for it."""
         raise NotImplementedError
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Refuse agent options this backend does not know, listing the ones it does."""
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            raise InvalidInputError(
+                f"unknown {cls.name} backend option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(cls.OPTIONS) or 'none'}",
+                fields={"options": unknown},
+            )
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> None:

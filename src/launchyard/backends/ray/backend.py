@@ -88,13 +88,7 @@ class RayBackend(Backend):
 
     @classmethod
     def create(cls, *, state_dir: Path, lease_ttl_s: float, options: dict[str, Any]) -> Backend:
-        unknown = sorted(set(options) - set(cls.OPTIONS))
-        if unknown:
-            raise InvalidInputError(
-                f"unknown ray backend option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(cls.OPTIONS)}",
-                fields={"options": unknown},
-            )
+        cls.check_options(options)
         return cls(state_dir, **options)
 
     @classmethod
