@@ -72,5 +72,6 @@ class Priority(enum.StrEnum):
 
 _PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
 
-# A run whose lease expires this many times is marked crashed instead of requeued.
+# A run whose lease expires (crashed) or that is preempted (failed) this many times is
+# not requeued again.
 MAX_ATTEMPTS = 5

@@ -270,3 +270,24 @@ def test_prometheus_metrics(server) -> None:  # type: ignore[no-untyped-def]
     member = server.client(c.add_member("default", "m", "member")["api_key"])
     with pytest.raises(PermissionDeniedError):
         member.request("GET", "/metrics")
+
+
+def test_preempted_runs_are_requeued_up_to_the_limit(sqlite_server) -> None:  # type: ignore[no-untyped-def]
+    from launchyard.models.runs import MAX_ATTEMPTS
+
+    c = sqlite_server.client()
+    agent_id = setup(c)
+    run_id = submit(c, 1)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        got = claim(c, agent_id, 4, 4, seq=attempt)["runs"][0]
+        assert got["attempt"] == attempt
+        report(c, run_id, got["lease_token"], "preempted", reason="evicted")
+    run = c.get_run(run_id)
+    assert run["state"] == "failed" and "preempted 5 times" in run["reason"]
+    assert [t["attempt"] for t in run["transitions"] if t["state"] == "preempted"] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]

@@ -286,6 +286,18 @@ def report_state(sess: Session, who: Principal, run_id: str, report: StateReport
     phase = Phase(report.phase) if report.phase in Phase._value2member_map_ else Phase.AGENT
     if report.state is RunState.PREEMPTED:
         transition(sess, run, RunState.PREEMPTED, report.reason, phase)
+        if run.attempt >= MAX_ATTEMPTS:
+            transition(
+                sess,
+                run,
+                RunState.FAILED,
+                f"preempted {run.attempt} times (last: {report.reason or 'preempted'}); "
+                "not requeued again",
+                Phase.SERVER,
+            )
+            run.lease_token = None
+            run.lease_expires_at = None
+            return run
         _requeue(sess, run, f"requeued after preemption: {report.reason or 'preempted'}")
         return run
     if report.state is current and report.reason is None:
