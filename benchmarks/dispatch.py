@@ -44,6 +44,15 @@ def measure(database_url: str | None, latency_runs: int, runs: int) -> dict[str,
                 time.sleep(0.005)
             latencies.append(transition_time(shown, "running") - transition_time(shown, "queued"))
 
+        # N runs through the batch endpoint (a sweep), 250 a request, with the agent idle,
+        # into a queue no agent serves: these stay queued; only their submission is timed.
+        c.create_queue("default", {**QUEUE, "name": "sweep"})
+        body = {"queue": "sweep", "command": ["true"]}
+        batch_start = time.monotonic()
+        for _ in range(0, runs, 250):
+            c.submit_many("default", [body] * 250)
+        batch_submitted = time.monotonic() - batch_start
+
         def submit_many(n: int) -> list[str]:
             client = stack.client()
             ids = [
@@ -58,14 +67,6 @@ def measure(database_url: str | None, latency_runs: int, runs: int) -> dict[str,
             batches = list(pool.map(submit_many, [runs // 4] * 4))
         submitted = time.monotonic() - start
         total = sum(len(b) for b in batches)
-        # The same number through the batch endpoint (a sweep), 250 a request, into a
-        # queue no agent serves: these stay queued and only their submission is timed.
-        c.create_queue("default", {**QUEUE, "name": "sweep"})
-        body = {"queue": "sweep", "command": ["true"]}
-        batch_start = time.monotonic()
-        for _ in range(0, runs, 250):
-            c.submit_many("default", [body] * 250)
-        batch_submitted = time.monotonic() - batch_start
         while True:
             page = c.list_runs(
                 "default",

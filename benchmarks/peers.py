@@ -172,6 +172,7 @@ class Slurm(Engine):
         text = Path(conf).read_text()
         self.jobcomp = Path(_conf_value(text, "JobCompLoc"))
         self.ctld_pid_file = Path(_conf_value(text, "SlurmctldPidFile"))
+        self.slurmd_pid_file = Path(_conf_value(text, "SlurmdPidFile"))
         self.env = {**os.environ, "SLURM_CONF": conf}
         self._offset = 0
         self._ended: set[str] = set()
@@ -186,14 +187,16 @@ class Slurm(Engine):
             f"--job-name={tag}",
             "--output=/dev/null",
             f"--time={time_min}",
-            f"--export=ALL,LAUNCHYARD_RUN_ID={tag}",
             "--wrap",
             "exec " + shlex.join(argv),
         ]
         if gpus:
             cmd.append(f"--gres=gpu:{gpus}")
         at = time.time()
-        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        # The tag reaches the job through sbatch's own environment (Slurm exports it all by
+        # default): `--export=ALL,VAR=…` instead delays about half the jobs by a second here.
+        env = {**self.env, "LAUNCHYARD_RUN_ID": tag}
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError(f"sbatch failed: {out.stderr.strip()}")
         return Submitted(tag, out.stdout.strip().split(";")[0], at)
@@ -210,6 +213,9 @@ class Slurm(Engine):
 
     def ctld_pid(self) -> int:
         return int(self.ctld_pid_file.read_text().split()[0])
+
+    def slurmd_pid(self) -> int:
+        return int(self.slurmd_pid_file.read_text().split()[0])
 
     def tool(self, *args: str, timeout_s: float = 120) -> str:
         out = subprocess.run(
