@@ -371,6 +371,8 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
+BATCH = 500
+"""Runs per request for the batch submit rate (launchyard's /runs/batch, Slurm's job arrays)."""
 SLURM_MAX_QUEUED = 9_900
 """Slurm refuses jobs past MaxJobCount (10,000 by default; the service's slurm.conf sets none)."""
 SCALE_NOTES = [
@@ -379,6 +381,9 @@ SCALE_NOTES = [
     "launchyard: the first runs are submitted through the API (the submit rate); the rest "
     "are inserted into the server's SQLite with SQLAlchemy Core (the real schema, one "
     "`queued` transition each), then the server is measured at each depth",
+    f"batches of {BATCH}: launchyard's POST /runs/batch, Slurm's job arrays (sbatch "
+    f"--array=0-{BATCH - 1}) timed on an empty queue (past MaxJobCount sbatch stalls), "
+    "launchyard's at the deepest queue measured",
     "Slurm: `claim` is sdiag's mean main-scheduler cycle; `list a page` is `squeue -t PD` "
     "(squeue has no pages: it lists every pending job); server = slurmctld, agent = slurmd",
 ]
@@ -511,6 +516,11 @@ def launchyard_scale(args: argparse.Namespace) -> dict[str, Any]:
                 "server_mib": peers.rss_kib(stack.procs[0].pid) / 1024,
                 "agent_mib": peers.rss_kib(agent.pid) / 1024,
             }
+        body = {"queue": "scale", "command": ["true"], "values": {"gpus": 1}}
+        start = time.perf_counter()
+        for _ in range(2):
+            c.submit_many("default", [body] * BATCH)
+        out["batch_per_s"] = 2 * BATCH / (time.perf_counter() - start)
         c.cancel(blocker.engine_id)
         db.dispose()
     return out
@@ -523,6 +533,11 @@ def slurm_scale(args: argparse.Namespace, conf: str) -> dict[str, Any]:
     blocker = slurm.submit("scale-blocker", ["sleep", "900"], GPUS, time_min=20)
     try:
         _wait_running(lambda: slurm.state(blocker.engine_id), "RUNNING")
+        # Before the fill: past MaxJobCount sbatch waits and retries instead of failing.
+        start = time.perf_counter()
+        array = slurm.submit("array", ["true"], 1, array=BATCH)
+        out["batch_per_s"] = BATCH / (time.perf_counter() - start)
+        slurm.cancel([array.engine_id])
         for depth in args.depths:
             target = min(depth, SLURM_MAX_QUEUED)
             if target <= len(ids):
@@ -583,6 +598,14 @@ def figure_scale(args: argparse.Namespace, found: dict[str, str]) -> None:
             "higher",
         )
     ]
+    rows.append(
+        (
+            f"submit rate, batches of {BATCH} (runs/s)",
+            {"launchyard": ly["batch_per_s"], **({"Slurm": sl["batch_per_s"]} if sl else {})},
+            "{:.0f}",
+            "higher",
+        )
+    )
     labels = [
         ("submit one more run (ms)", "submit_ms", "lower"),
         ("claim, nothing fits (ms)", "claim_ms", "lower"),
@@ -606,21 +629,59 @@ def figure_scale(args: argparse.Namespace, found: dict[str, str]) -> None:
         SCALE_NOTES
         + (sl.get("notes", []) if sl else [])
         + [
-            f"API submit rate extrapolated to 100,000 runs: "
-            f"{100_000 / ly['submit_per_s'] / 60:.1f} min"
+            f"100,000 runs through the API: {100_000 / ly['submit_per_s'] / 60:.1f} min one "
+            f"by one, {100_000 / ly['batch_per_s'] / 60:.1f} min in batches (extrapolated)"
         ],
     )
+
+
+# ---- where a GPU handover goes (launchyard only, for the findings) ---------------------------
+
+
+def figure_handover(args: argparse.Namespace, work: Path) -> None:
+    """One GPU, runs of 0.5 s one after another: each step from one run's end to the next
+    run's first instruction, from the runs' own records and the server's transitions."""
+    before = load()
+    with peers.launchyard_stack() as stack:
+        c = stack.client()
+        c.create_queue("default", peers.gpu_queue("handover", 1))
+        stack.agent("handover", jobs=GPUS, gpus="0", name="handover-agent")
+        ly = peers.Launchyard(stack, "handover", gpu_variable=True, name="launchyard")
+        subs, recs = peers.run_mix(ly, [(1, 0.5)] * 16, work / "handover.jsonl", 120)
+        runs = [c.get_run(s.engine_id) for s in subs]
+    by_run = {r["run"]: r for r in recs}
+    steps: dict[str, list[float]] = {}
+    for prev, nxt in zip(runs, runs[1:], strict=False):
+        marks = [
+            ("the run's process ends", by_run[prev["id"]]["end"]),
+            ("exit → server has it `finished`", transition_time(prev, "finished")),
+            ("→ next run `claimed`", transition_time(nxt, "claimed")),
+            ("→ `starting`", transition_time(nxt, "starting")),
+            ("→ `running`", transition_time(nxt, "running")),
+            ("→ its first instruction", by_run[nxt["id"]]["start"]),
+        ]
+        for (_, t0), (label, t1) in zip(marks, marks[1:], strict=False):
+            steps.setdefault(label, []).append((t1 - t0) * 1000)
+        steps.setdefault("end → next start, in all", []).append((marks[-1][1] - marks[0][1]) * 1000)
+    print(f"\nGPU handover on launchyard, 1 GPU, 15 handovers  [{before} → {load()}]")
+    for label, values in steps.items():
+        print(f"  {label:<32} p50 {statistics.median(values):7.1f} ms   max {max(values):7.1f} ms")
 
 
 # ---- main ---------------------------------------------------------------------------------
 
 FIGURES = ("latency", "throughput", "packing", "scale")
+EXTRA_FIGURES = ("handover",)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
-    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures")
+    parser.add_argument(
+        "--only",
+        default=",".join(FIGURES),
+        help=f"comma-separated, from {', '.join(FIGURES + EXTRA_FIGURES)}",
+    )
     parser.add_argument("--latency-runs", type=int)
     parser.add_argument("--ray-latency-runs", type=int)
     parser.add_argument("--runs", type=int, help="throughput runs (launchyard, Slurm)")
@@ -671,8 +732,12 @@ def main() -> None:
             figure_packing(args, found, work)
         elif name == "scale":
             figure_scale(args, found)
+        elif name == "handover":
+            figure_handover(args, work)
         else:
-            raise SystemExit(f"unknown figure {name!r}; choose from {', '.join(FIGURES)}")
+            raise SystemExit(
+                f"unknown figure {name!r}; choose from {', '.join(FIGURES + EXTRA_FIGURES)}"
+            )
         print(f"  ({name}: {time.monotonic() - start:.0f} s)", flush=True)
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import Stack  # noqa: E402
 
-END_STATES = ("finished", "failed", "crashed", "cancelled")
+ACTIVE_STATES = ("queued", "claimed", "starting", "running")
 SLURM_TIME_LIMIT_MIN = 1
 """Slurm counts time limits in minutes: every run of the mix (1–8 s) fits in the smallest."""
 
@@ -114,9 +114,10 @@ class Launchyard(Engine):
         return Submitted(tag, run["id"], at)
 
     def ended(self, ids: Collection[str]) -> int:
-        """Runs of this queue in an end state, as a Grafana scrape of /metrics sees them."""
+        """How many of ``ids`` ended, as a Grafana scrape of /metrics sees it: every run of
+        this queue (a queue of its own per measurement) not queued or in flight."""
         counts = queue_counts(self.metrics(), self.queue)
-        return sum(counts.get(state, 0) for state in END_STATES)
+        return len(ids) - sum(counts.get(state, 0) for state in ACTIVE_STATES)
 
     def metrics(self) -> str:
         reply = self._client()._http.get("/metrics")
@@ -179,7 +180,13 @@ class Slurm(Engine):
         self._lock = threading.Lock()
 
     def submit(
-        self, tag: str, argv: Sequence[str], gpus: int = 0, *, time_min: int = SLURM_TIME_LIMIT_MIN
+        self,
+        tag: str,
+        argv: Sequence[str],
+        gpus: int = 0,
+        *,
+        time_min: int = SLURM_TIME_LIMIT_MIN,
+        array: int = 0,
     ) -> Submitted:
         cmd = [
             "sbatch",
@@ -192,6 +199,8 @@ class Slurm(Engine):
         ]
         if gpus:
             cmd.append(f"--gres=gpu:{gpus}")
+        if array:
+            cmd.append(f"--array=0-{array - 1}")
         at = time.time()
         # The tag reaches the job through sbatch's own environment (Slurm exports it all by
         # default): `--export=ALL,VAR=…` instead delays about half the jobs by a second here.
