@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,57 @@ def simulate(mix: Sequence[tuple[int, float]], reserve_after_s: float, slots: in
     return t
 
 
+def simulate_easy(
+    mix: Sequence[tuple[int, float]], reserve_after_s: float, slots: int, overestimate: float
+) -> float:
+    """Makespan of a proposed policy (finding 4 in README.md), with no overhead: launchyard's
+    rule, except that while the head holds a reservation a run may still start if it fits
+    now and its time limit (its duration × ``overestimate``) ends before the head's
+    earliest start, or it uses only GPUs the head will not need then (EASY backfill)."""
+    queue = list(range(len(mix)))
+    started: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    t = 0.0
+    while queue or ends:
+        free = GPUS - sum(mix[i][0] for i in ends)
+        shadow, spare = None, 0
+        for i in list(queue):
+            gpus, seconds = mix[i]
+            if len(ends) >= slots:
+                break
+            limit_end = t + seconds * overestimate
+            if (
+                shadow is None
+                and gpus <= free
+                or (shadow is not None and gpus <= free and (limit_end <= shadow or gpus <= spare))
+            ):
+                if shadow is not None and limit_end > shadow:
+                    spare -= gpus
+                started[i], ends[i] = t, t + seconds
+                free -= gpus
+                queue.remove(i)
+            elif shadow is None and t >= reserve_after_s:
+                # The head's earliest start, from the running runs' limits.
+                have = free
+                for end, held in sorted(
+                    (started[j] + mix[j][1] * overestimate, mix[j][0]) for j in ends
+                ):
+                    have += held
+                    if have >= gpus:
+                        shadow, spare = end, have - gpus
+                        break
+        if not ends:
+            break
+        t_next = min(ends.values())
+        if queue and shadow is None and t < reserve_after_s:
+            t_next = min(t_next, reserve_after_s)
+        t = t_next
+        for i, end in list(ends.items()):
+            if end <= t:
+                del ends[i]
+    return t
+
+
 def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) -> None:
     before = load()
     mix = make_mix(args.pack_runs)
@@ -311,6 +362,10 @@ def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) 
         subs, recs = peers.run_mix(ly, mix, work / "pack-ly.jsonl", timeout)
         res["launchyard"] = analyse(mix, subs, recs, assumed_ids=False)
         res["launchyard"]["policy_alone"] = simulate(mix, args.reserve_after, GPUS * 2)
+        for factor in (1, 2):
+            res["launchyard"][f"easy_{factor}"] = simulate_easy(
+                mix, args.reserve_after, GPUS * 2, factor
+            )
     if "slurm" in found:
         subs, recs = peers.run_mix(peers.Slurm(found["slurm"]), mix, work / "pack-s.jsonl", timeout)
         res["Slurm"] = analyse(mix, subs, recs, assumed_ids=False)
@@ -334,6 +389,8 @@ def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) 
         [
             row("makespan (s)", "makespan", "{:.1f}", "lower"),
             row("  launchyard's policy alone, simulated (s)", "policy_alone", "{:.1f}", ""),
+            row("  proposed: + EASY backfill, exact limits (s)", "easy_1", "{:.1f}", ""),
+            row("  proposed: + EASY backfill, limits 2x (s)", "easy_2", "{:.1f}", ""),
             row("lower bound, nominal (s)", "nominal_bound", "{:.1f}", ""),
             row("lower bound, measured (s)", "measured_bound", "{:.1f}", ""),
             row("makespan / nominal bound", "vs_nominal", "{:.3f}", "lower"),
@@ -362,19 +419,8 @@ def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) 
 # ---- 4. scale -----------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], object], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
 BATCH = 500
 """Runs per request for the batch submit rate (launchyard's /runs/batch, Slurm's job arrays)."""
-SLURM_MAX_QUEUED = 9_900
-"""Slurm refuses jobs past MaxJobCount (10,000 by default; the service's slurm.conf sets none)."""
 SCALE_NOTES = [
     "every queued run asks for 1 GPU while one run holds all 4: each claim (launchyard) and "
     "each scheduling cycle (Slurm) examines the queue and finds nothing to start",
@@ -387,18 +433,6 @@ SCALE_NOTES = [
     "Slurm: `claim` is sdiag's mean main-scheduler cycle; `list a page` is `squeue -t PD` "
     "(squeue has no pages: it lists every pending job); server = slurmctld, agent = slurmd",
 ]
-
-
-def _median_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000
-
-
-def _wait_running(get_state: Callable[[], str], want: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while get_state() != want:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"never reached {want}")
-        time.sleep(0.1)
 
 
 def _fill(db: Any, template: dict[str, Any], start: int, n: int) -> None:
@@ -448,7 +482,7 @@ def launchyard_scale(args: argparse.Namespace) -> dict[str, Any]:
         agent = stack.agent("scale", jobs=GPUS, gpus="0,1,2,3", name="scale-agent")
         ly = peers.Launchyard(stack, "scale", gpu_variable=True, name="launchyard")
         blocker = ly.submit("blocker", ["sleep", "900"], GPUS)
-        _wait_running(lambda: str(c.get_run(blocker.engine_id)["state"]), "running")
+        peers.wait_state(lambda: str(c.get_run(blocker.engine_id)["state"]), "running")
         n = args.scale_submit_runs
         start = time.perf_counter()
         ly.submit_many([(f"s{i}", ["true"], 1) for i in range(n)], args.threads)
@@ -506,13 +540,15 @@ def launchyard_scale(args: argparse.Namespace) -> dict[str, Any]:
                 inserted += depth - queued
             p = args.probes
             out["depths"][depth] = {
-                "submit_ms": _median_ms(timed(lambda: ly.submit("one-more", ["true"], 1), p)),
-                "claim_ms": _median_ms(timed(claim, p)),
-                "claim_sql_ms": _median_ms(timed(claim_sql, p)),
-                "page_ms": _median_ms(
-                    timed(lambda: c.list_runs("default", queue="scale", limit=50), p)
+                "submit_ms": peers.median_ms(
+                    peers.timed(lambda: ly.submit("one-more", ["true"], 1), p)
                 ),
-                "metrics_ms": _median_ms(timed(ly.metrics, max(3, p // 4))),
+                "claim_ms": peers.median_ms(peers.timed(claim, p)),
+                "claim_sql_ms": peers.median_ms(peers.timed(claim_sql, p)),
+                "page_ms": peers.median_ms(
+                    peers.timed(lambda: c.list_runs("default", queue="scale", limit=50), p)
+                ),
+                "metrics_ms": peers.median_ms(peers.timed(ly.metrics, max(3, p // 4))),
                 "server_mib": peers.rss_kib(stack.procs[0].pid) / 1024,
                 "agent_mib": peers.rss_kib(agent.pid) / 1024,
             }
@@ -526,70 +562,14 @@ def launchyard_scale(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def slurm_scale(args: argparse.Namespace, conf: str) -> dict[str, Any]:
-    slurm = peers.Slurm(conf)
-    out: dict[str, Any] = {"depths": {}, "notes": []}
-    ids: list[str] = []
-    blocker = slurm.submit("scale-blocker", ["sleep", "900"], GPUS, time_min=20)
-    try:
-        _wait_running(lambda: slurm.state(blocker.engine_id), "RUNNING")
-        # Before the fill: past MaxJobCount sbatch waits and retries instead of failing.
-        start = time.perf_counter()
-        array = slurm.submit("array", ["true"], 1, array=BATCH)
-        out["batch_per_s"] = BATCH / (time.perf_counter() - start)
-        slurm.cancel([array.engine_id])
-        for depth in args.depths:
-            target = min(depth, SLURM_MAX_QUEUED)
-            if target <= len(ids):
-                out["notes"].append(
-                    f"Slurm not measured at {depth:,}: past its MaxJobCount (10,000 by default)"
-                )
-                continue
-            if target < depth:
-                out["notes"].append(
-                    f"Slurm's {depth:,} row is measured with {target:,} queued: its MaxJobCount "
-                    "(10,000 by default; the service's slurm.conf sets none) counts every job"
-                )
-            missing = target - len(ids)
-            start = time.perf_counter()
-            subs = slurm.submit_many(
-                [(f"fill{len(ids) + i}", ["true"], 1) for i in range(missing)], args.threads
-            )
-            if "submit_per_s" not in out:
-                out["submit_per_s"] = missing / (time.perf_counter() - start)
-            ids += [s.engine_id for s in subs]
-            p = args.probes
-            one_more = []
-            for _ in range(p):
-                begin = time.perf_counter()
-                ids.append(slurm.submit("one-more", ["true"], 1).engine_id)
-                one_more.append(time.perf_counter() - begin)
-            slurm.tool("sdiag", "--reset")
-            time.sleep(3)  # a few scheduling cycles (sched_interval=1, bf_interval=1)
-            cycles = slurm.schedule_cycle_us()
-            out["depths"][depth] = {
-                "submit_ms": _median_ms(one_more),
-                "claim_ms": cycles["main"] / 1000,
-                "page_ms": _median_ms(
-                    timed(lambda: slurm.tool("squeue", "-h", "-t", "PD", "-o", "%i"), p)
-                ),
-                "server_mib": peers.rss_kib(slurm.ctld_pid()) / 1024,
-                "agent_mib": peers.rss_kib(slurm.slurmd_pid()) / 1024,
-            }
-            out["notes"].append(
-                f"Slurm at {target:,} queued: mean backfill cycle "
-                f"{cycles['backfill'] / 1000:.1f} ms, "
-                f"last main cycle {cycles['main_last'] / 1000:.1f} ms"
-            )
-    finally:
-        slurm.cancel([blocker.engine_id, *ids])
-    return out
-
-
 def figure_scale(args: argparse.Namespace, found: dict[str, str]) -> None:
     before = load()
     ly = launchyard_scale(args)
-    sl = slurm_scale(args, found["slurm"]) if "slurm" in found else {}
+    sl = (
+        peers.slurm_scale(found["slurm"], args.depths, args.probes, args.threads, BATCH)
+        if "slurm" in found
+        else {}
+    )
     rows: list[Row] = [
         (
             f"submit rate, {args.threads} threads (runs/s)",

@@ -23,15 +23,17 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -352,3 +354,92 @@ def run_mix(
     engine.wait_ended([s.engine_id for s in subs], timeout_s, every_s=0.25)
     records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     return subs, records
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+def wait_state(get_state: Callable[[], str], want: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while get_state() != want:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"never reached {want}")
+        time.sleep(0.1)
+
+
+SLURM_MAX_QUEUED = 9_900
+"""Slurm refuses jobs past MaxJobCount (10,000 by default; the service's slurm.conf sets none)."""
+
+
+def slurm_scale(
+    conf: str, depths: Sequence[int], probes: int, threads: int, batch: int
+) -> dict[str, Any]:
+    """Slurm's side of the scale figure: held-back jobs (one job holds all 4 GPUs) at each
+    depth, up to its MaxJobCount: sbatch rate and time, scheduling cycle, squeue, RSS."""
+    slurm = Slurm(conf)
+    out: dict[str, Any] = {"depths": {}, "notes": []}
+    ids: list[str] = []
+    blocker = slurm.submit("scale-blocker", ["sleep", "900"], 4, time_min=20)
+    try:
+        wait_state(lambda: slurm.state(blocker.engine_id), "RUNNING")
+        # Before the fill: past MaxJobCount sbatch waits and retries instead of failing.
+        start = time.perf_counter()
+        array = slurm.submit("array", ["true"], 1, array=batch)
+        out["batch_per_s"] = batch / (time.perf_counter() - start)
+        slurm.cancel([array.engine_id])
+        for depth in depths:
+            target = min(depth, SLURM_MAX_QUEUED)
+            if target <= len(ids):
+                out["notes"].append(
+                    f"Slurm not measured at {depth:,}: past its MaxJobCount (10,000 by default)"
+                )
+                continue
+            if target < depth:
+                out["notes"].append(
+                    f"Slurm's {depth:,} row is measured with {target:,} queued: its MaxJobCount "
+                    "(10,000 by default; the service's slurm.conf sets none) counts every job"
+                )
+            missing = target - len(ids)
+            start = time.perf_counter()
+            subs = slurm.submit_many(
+                [(f"fill{len(ids) + i}", ["true"], 1) for i in range(missing)], threads
+            )
+            if "submit_per_s" not in out:
+                out["submit_per_s"] = missing / (time.perf_counter() - start)
+            ids += [s.engine_id for s in subs]
+            p = probes
+            one_more = []
+            for _ in range(p):
+                begin = time.perf_counter()
+                ids.append(slurm.submit("one-more", ["true"], 1).engine_id)
+                one_more.append(time.perf_counter() - begin)
+            slurm.tool("sdiag", "--reset")
+            time.sleep(3)  # a few scheduling cycles (sched_interval=1, bf_interval=1)
+            cycles = slurm.schedule_cycle_us()
+            out["depths"][depth] = {
+                "submit_ms": median_ms(one_more),
+                "claim_ms": cycles["main"] / 1000,
+                "page_ms": median_ms(
+                    timed(lambda: slurm.tool("squeue", "-h", "-t", "PD", "-o", "%i"), p)
+                ),
+                "server_mib": rss_kib(slurm.ctld_pid()) / 1024,
+                "agent_mib": rss_kib(slurm.slurmd_pid()) / 1024,
+            }
+            out["notes"].append(
+                f"Slurm at {target:,} queued: mean backfill cycle "
+                f"{cycles['backfill'] / 1000:.1f} ms, "
+                f"last main cycle {cycles['main_last'] / 1000:.1f} ms"
+            )
+    finally:
+        slurm.cancel([blocker.engine_id, *ids])
+    return out
