@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -202,6 +203,10 @@ class RunRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     output_token_hash: Mapped[str | None] = mapped_column(String(64))
     """sha256 of the current attempt's output token, which can only write this run's files."""
+    time_limit_s: Mapped[float | None] = mapped_column(Float)
+    """The agent stops an attempt that runs longer; the scheduler plans backfill with it."""
+    deadline_at: Mapped[datetime | None]
+    """When the current attempt will have been stopped at the latest (start + time limit)."""
 
 
 class RunTransitionRow(Base):

@@ -66,6 +66,8 @@ class ClaimedRun(BaseModel):
     log_bytes: int
     output_token: str
     """Lets the run (``launchyard.save``) and the agent upload this run's outputs, nothing else."""
+    time_limit_s: float | None = None
+    """The agent stops the attempt once it has run this long (from ``running``)."""
 
 
 class ClaimResponse(BaseModel):

@@ -22,6 +22,11 @@ class RunSubmitRequest(BaseModel):
     config: dict[str, Any] | None = Field(default=None, description="the run's own config")
     env: dict[str, str] = Field(default_factory=dict)
     priority: Priority | None = None
+    time_limit: float | str | None = Field(
+        default=None,
+        description="stop the run after this long (90, '90s', '5m', '1h30m', '1:30:00'); "
+        "the scheduler also plans backfill with it",
+    )
     name: str | None = None
     idempotency_key: str | None = Field(default=None, max_length=200)
 
@@ -59,6 +64,9 @@ class RunResponse(BaseModel):
     resolved_config: dict[str, Any]
     gpus: int
     gpu_ids: list[int]
+    time_limit_s: float | None = None
+    deadline_at: datetime | None = None
+    """The current attempt is stopped at this time at the latest."""
     attempt: int
     author: str
     agent: str | None
