@@ -60,6 +60,13 @@ def launch(
     ),
     env: list[str] = typer.Option([], "--env", help="Environment variable NAME=VALUE for the run."),
     priority: str = typer.Option(None, "--priority", help="critical, high, medium or low."),
+    time_limit: str = typer.Option(
+        None,
+        "--time-limit",
+        "-t",
+        help="Stop the run after this long (90s, 5m, 1h30m, 1:30:00). The scheduler also "
+        "starts smaller runs ahead of a big one when their limits say they end in time.",
+    ),
     name: str = typer.Option(None, "--name", help="Run name."),
     job_name: str = typer.Option(None, "--job-name", help="Name of the job this run records."),
     idempotency_key: str = typer.Option(
@@ -91,6 +98,7 @@ def launch(
         "config": load_mapping(config_file, "run config") if config_file else None,
         "env": parse_assignments(env, "--env"),
         "priority": priority,
+        "time_limit": time_limit,
         "name": name,
         "idempotency_key": idempotency_key,
     }

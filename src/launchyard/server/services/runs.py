@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -17,6 +18,7 @@ from launchyard import templating
 from launchyard.backends import get_backend_class
 from launchyard.errors import InvalidInputError, NotFoundError
 from launchyard.models import secrets as config_secrets
+from launchyard.models.durations import parse_duration
 from launchyard.models.resources import Resource
 from launchyard.models.runs import Phase, Priority, RunState
 from launchyard.scheduling import AgentView, explain_wait
@@ -54,6 +56,19 @@ def new_run_id() -> str:
     )
 
 
+def _track_deadline(run: RunRow, state: RunState, at: datetime) -> None:
+    """The latest the current attempt can end: what the scheduler plans backfill with.
+
+    Set provisionally at the claim and again when the run is running (the agent counts
+    the limit from there); cleared when the attempt is over."""
+    if run.time_limit_s is None:
+        return
+    if state in (RunState.CLAIMED, RunState.RUNNING):
+        run.deadline_at = at + timedelta(seconds=run.time_limit_s)
+    elif not state.is_active:
+        run.deadline_at = None
+
+
 def transition(
     sess: Session, run: RunRow, state: RunState, reason: str | None, phase: Phase
 ) -> None:
@@ -65,6 +80,7 @@ def transition(
         run.started_at = at
     if state.is_terminal:
         run.ended_at = at
+    _track_deadline(run, state, at)
     metrics.observe(state.value, at, run.queued_at, run.created_at)
     sess.add(
         RunTransitionRow(
@@ -113,6 +129,7 @@ def submit(
 
     image, command, env = req.image, list(req.command or []), dict(req.env)
     values, run_config = dict(req.values), dict(req.config or {})
+    time_limit = req.time_limit
     job: JobRow | None = None
     job_version: int | None = None
     if req.job:
@@ -124,6 +141,8 @@ def submit(
         env = {**spec.get("env", {}), **env}
         values = {**spec.get("values", {}), **values}
         run_config = {**spec.get("config", {}), **run_config}
+        time_limit = time_limit if time_limit is not None else spec.get("time_limit")
+    time_limit_s = None if time_limit is None else parse_duration(time_limit)
 
     resource = Resource(queue.resource)
     if resource in (Resource.LOCAL, Resource.SLURM, Resource.RAY) and not command:
@@ -183,6 +202,8 @@ def submit(
             "config": run_config,
             "values": dict(req.values),
         }
+        if time_limit_s is not None:  # only when set: older versions keep their digests
+            spec["time_limit"] = time_limit_s
         version = jobs_service.record(sess, project, job_name, spec)
         job_id, job_version = version.job_id, version.version
     else:
@@ -216,6 +237,7 @@ def submit(
         run_config=run_config,
         resolved_config=rendered,
         gpus=gpus,
+        time_limit_s=time_limit_s,
         attempt=0,
         queued_at=at,
         created_at=at,
@@ -405,6 +427,8 @@ def to_response(
         resolved_config=config_secrets.mask(run.resolved_config),
         gpus=run.gpus,
         gpu_ids=list(run.gpu_ids),
+        time_limit_s=run.time_limit_s,
+        deadline_at=run.deadline_at,
         attempt=run.attempt,
         author=names.of(UserRow, run.author_id) or "?",
         agent=names.of(AgentRow, run.agent_id),
