@@ -39,6 +39,8 @@ import peers  # noqa: E402
 from gpu_packing import make_mix  # noqa: E402
 from harness import percentile, transition_time  # noqa: E402
 
+from launchyard.scheduling import RESERVE_AFTER_S  # noqa: E402
+
 GPUS = 4
 SLOTS = 16
 """Runs at once for trivial work: the launchyard agent's -j, Slurm's CPUs, Ray's CPUs."""
@@ -265,24 +267,38 @@ def analyse(
     }
 
 
-def simulate(mix: Sequence[tuple[int, float]], reserve_after_s: float, slots: int) -> float:
+def simulate(
+    mix: Sequence[tuple[int, float]],
+    reserve_after_s: float,
+    slots: int,
+    limit_margin_s: float | None = None,
+) -> float:
     """Makespan of launchyard's own decision procedure (``scheduling.pick``) on the mix with
-    every run queued at 0 and no overhead at all: what the policy alone costs."""
+    every run queued at 0 and no overhead at all: what the policy alone costs. With
+    ``limit_margin_s`` every run has a time limit of its duration plus that margin."""
     from launchyard import scheduling
 
-    queued = [scheduling.Candidate(f"r{i}", g, 2, i, 0.0) for i, (g, _) in enumerate(mix)]
+    def limit(i: int) -> float | None:
+        return None if limit_margin_s is None else mix[i][1] + limit_margin_s
+
+    queued = [scheduling.Candidate(f"r{i}", g, 2, i, 0.0, limit(i)) for i, (g, _) in enumerate(mix)]
     ends: dict[str, float] = {}
+    deadlines: dict[str, float | None] = {}
     t, free = 0.0, GPUS
     while queued or ends:
+        held = [scheduling.Held(mix[int(r[1:])][0], deadlines[r]) for r in ends]
         decision = scheduling.pick(
             queued,
-            scheduling.Capacity(free, GPUS, slots - len(ends)),
+            scheduling.Capacity(free, GPUS, slots - len(ends), held),
             now=t,
             reserve_after_s=reserve_after_s,
+            explain=False,
         )
         for run_id in decision.picked:
             i = int(run_id[1:])
             ends[run_id] = t + mix[i][1]
+            lim = limit(i)
+            deadlines[run_id] = None if lim is None else t + lim
             free -= mix[i][0]
         queued = [c for c in queued if c.run_id not in decision.picked]
         if not ends:
@@ -298,76 +314,25 @@ def simulate(mix: Sequence[tuple[int, float]], reserve_after_s: float, slots: in
     return t
 
 
-def simulate_easy(
-    mix: Sequence[tuple[int, float]], reserve_after_s: float, slots: int, overestimate: float
-) -> float:
-    """Makespan of a proposed policy (finding 4 in README.md), with no overhead: launchyard's
-    rule, except that while the head holds a reservation a run may still start if it fits
-    now and its time limit (its duration × ``overestimate``) ends before the head's
-    earliest start, or it uses only GPUs the head will not need then (EASY backfill)."""
-    queue = list(range(len(mix)))
-    started: dict[int, float] = {}
-    ends: dict[int, float] = {}
-    t = 0.0
-    while queue or ends:
-        free = GPUS - sum(mix[i][0] for i in ends)
-        shadow, spare = None, 0
-        for i in list(queue):
-            gpus, seconds = mix[i]
-            if len(ends) >= slots:
-                break
-            limit_end = t + seconds * overestimate
-            if (
-                shadow is None
-                and gpus <= free
-                or (shadow is not None and gpus <= free and (limit_end <= shadow or gpus <= spare))
-            ):
-                if shadow is not None and limit_end > shadow:
-                    spare -= gpus
-                started[i], ends[i] = t, t + seconds
-                free -= gpus
-                queue.remove(i)
-            elif shadow is None and t >= reserve_after_s:
-                # The head's earliest start, from the running runs' limits.
-                have = free
-                for end, held in sorted(
-                    (started[j] + mix[j][1] * overestimate, mix[j][0]) for j in ends
-                ):
-                    have += held
-                    if have >= gpus:
-                        shadow, spare = end, have - gpus
-                        break
-        if not ends:
-            break
-        t_next = min(ends.values())
-        if queue and shadow is None and t < reserve_after_s:
-            t_next = min(t_next, reserve_after_s)
-        t = t_next
-        for i, end in list(ends.items()):
-            if end <= t:
-                del ends[i]
-    return t
-
-
 def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) -> None:
     before = load()
     mix = make_mix(args.pack_runs)
     timeout = 120 + 3 * sum(d for _, d in mix)
     res: dict[str, dict[str, float]] = {}
 
-    with peers.launchyard_stack(reserve_after_s=args.reserve_after) as stack:
-        stack.client().create_queue("default", peers.gpu_queue("pack", GPUS))
-        stack.agent("pack", jobs=GPUS * 2, gpus="0,1,2,3", name="pack-agent")
-        ly = peers.Launchyard(stack, "pack", gpu_variable=True, name="launchyard")
-        subs, recs = peers.run_mix(ly, mix, work / "pack-ly.jsonl", timeout)
-        res["launchyard"] = analyse(mix, subs, recs, assumed_ids=False)
-        res["launchyard"]["policy_alone"] = simulate(mix, args.reserve_after, GPUS * 2)
-        for factor in (1, 2):
-            res["launchyard"][f"easy_{factor}"] = simulate_easy(
-                mix, args.reserve_after, GPUS * 2, factor
-            )
+    # launchyard twice: runs with time limits (their duration + a margin, as a user who
+    # knows their run's length writes them), then the same runs without any limit.
+    for column, margin in (("launchyard", args.limit_margin), ("ly, no limits", None)):
+        with peers.launchyard_stack(reserve_after_s=args.reserve_after) as stack:
+            stack.client().create_queue("default", peers.gpu_queue("pack", GPUS))
+            stack.agent("pack", jobs=GPUS * 2, gpus="0,1,2,3", name="pack-agent")
+            ly = peers.Launchyard(stack, "pack", gpu_variable=True, name=column)
+            subs, recs = peers.run_mix(ly, mix, work / "pack-ly.jsonl", timeout, margin)
+            res[column] = analyse(mix, subs, recs, assumed_ids=False)
+            res[column]["policy_alone"] = simulate(mix, args.reserve_after, GPUS * 2, margin)
     if "slurm" in found:
-        subs, recs = peers.run_mix(peers.Slurm(found["slurm"]), mix, work / "pack-s.jsonl", timeout)
+        slurm = peers.Slurm(found["slurm"])
+        subs, recs = peers.run_mix(slurm, mix, work / "pack-s.jsonl", timeout, args.limit_margin)
         res["Slurm"] = analyse(mix, subs, recs, assumed_ids=False)
     if "ray" in found:
         subs, recs = peers.run_mix(peers.Ray(found["ray"]), mix, work / "pack-r.jsonl", timeout)
@@ -385,12 +350,10 @@ def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) 
     table(
         f"3. GPU packing: {len(mix)} runs asking 1/2/4 GPUs for 1–8 s (seed 7) on {GPUS} GPUs"
         f"  [{before} → {load()}]",
-        ["launchyard", "Slurm", "Ray", "-j 4 only"],
+        ["launchyard", "ly, no limits", "Slurm", "Ray", "-j 4 only"],
         [
             row("makespan (s)", "makespan", "{:.1f}", "lower"),
-            row("  launchyard's policy alone, simulated (s)", "policy_alone", "{:.1f}", ""),
-            row("  proposed: + EASY backfill, exact limits (s)", "easy_1", "{:.1f}", ""),
-            row("  proposed: + EASY backfill, limits 2x (s)", "easy_2", "{:.1f}", ""),
+            row("  the policy alone, simulated (s)", "policy_alone", "{:.1f}", ""),
             row("lower bound, nominal (s)", "nominal_bound", "{:.1f}", ""),
             row("lower bound, measured (s)", "measured_bound", "{:.1f}", ""),
             row("makespan / nominal bound", "vs_nominal", "{:.3f}", "lower"),
@@ -407,8 +370,11 @@ def figure_packing(args: argparse.Namespace, found: dict[str, str], work: Path) 
             "times from each run's own record (gpu_work.py); measured bound uses the runs' "
             "real run times (interpreter start included)",
             f"launchyard: agent -j {GPUS * 2} --gpus 0,1,2,3, reservations after "
-            f"{args.reserve_after:.0f} s; Slurm: sched/backfill, --gres=gpu:N --time=1 "
-            "(minutes: its finest limit); Ray: entrypoint_num_gpus=N",
+            f"{args.reserve_after:.0f} s, each run's time limit its duration + "
+            f"{args.limit_margin:g} s (EASY backfill); ly, no limits: the same runs without "
+            "limits (a reservation drains the GPUs)",
+            "Slurm: sched/backfill, --gres=gpu:N, the same limits rounded up to whole "
+            "minutes (--time=1, its finest); Ray: entrypoint_num_gpus=N (no limits to give)",
             "-j 4 only: launchyard with a `gpus: 0` queue on a -j 4 agent with no GPUs, "
             "runs assumed on GPUs 0..N-1 (CUDA's default): a utilisation over 100% is "
             "oversubscription, not efficiency",
@@ -668,7 +634,18 @@ def main() -> None:
     parser.add_argument("--ray-runs", type=int, help="throughput runs for Ray")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--pack-runs", type=int)
-    parser.add_argument("--reserve-after", type=float, default=10.0)
+    parser.add_argument(
+        "--reserve-after",
+        type=float,
+        default=RESERVE_AFTER_S,
+        help="seconds before a blocked run holds a reservation (the server's default)",
+    )
+    parser.add_argument(
+        "--limit-margin",
+        type=float,
+        default=2.0,
+        help="packing: each run's time limit is its duration plus this (seconds)",
+    )
     parser.add_argument("--depths", help="queue depths for the scale figure, e.g. 1000,10000")
     parser.add_argument("--scale-submit-runs", type=int, help="API submits timed for the rate")
     parser.add_argument("--probes", type=int, help="timings per measurement in the scale figure")

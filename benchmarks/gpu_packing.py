@@ -24,6 +24,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import Stack, transition_time
 
+from launchyard.scheduling import RESERVE_AFTER_S
+
 HERE = Path(__file__).resolve().parent
 GPUS = 4
 
@@ -62,10 +64,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", action="store_true", help="CUDA work on NVML-found GPUs")
     parser.add_argument("--runs", type=int, default=60)
-    parser.add_argument("--reserve-after", type=float, default=10.0)
+    parser.add_argument(
+        "--reserve-after",
+        type=float,
+        default=RESERVE_AFTER_S,
+        help="seconds before a blocked run holds a reservation (the server's default)",
+    )
+    parser.add_argument(
+        "--limit-margin",
+        type=float,
+        default=None,
+        help="each run's time limit is its duration plus this many seconds (default 2, or 15 "
+        "with --real for Python, PyTorch and CUDA start-up); a negative value: no limits",
+    )
     args = parser.parse_args()
 
     mix = make_mix(args.runs)
+    margin = args.limit_margin if args.limit_margin is not None else (15.0 if args.real else 2.0)
     out = Path(os.environ.get("LAUNCHYARD_BENCH_OUT", "/tmp")) / f"packing-{os.getpid()}.jsonl"
     env = {"LAUNCHYARD_RESERVE_AFTER_S": str(args.reserve_after)}
     sampler = NvmlSampler() if args.real else None
@@ -87,11 +102,10 @@ def main() -> None:
         ids = []
         for gpus, seconds in mix:
             argv = [*command, str(seconds), str(out)] + (["--real"] if args.real else [])
-            ids.append(
-                c.submit("default", {"queue": "pack", "command": argv, "values": {"gpus": gpus}})[
-                    "id"
-                ]
-            )
+            body: dict[str, object] = {"queue": "pack", "command": argv, "values": {"gpus": gpus}}
+            if margin >= 0:
+                body["time_limit"] = seconds + margin
+            ids.append(c.submit("default", body)["id"])
         submitted_at = time.time()
         if sampler:
             sampler.start()
@@ -126,7 +140,8 @@ def main() -> None:
 
     print(
         f"\nGPU packing — {len(mix)} runs (1/2/4 GPUs, 1–8 s, seed 7) on {GPUS} GPUs, "
-        f"{'real CUDA work' if args.real else 'sleeps'}"
+        f"{'real CUDA work' if args.real else 'sleeps'}, "
+        + (f"time limits of duration + {margin:g} s" if margin >= 0 else "no time limits")
     )
     rows = [
         ("makespan (s)", f"{makespan:.1f}"),

@@ -20,6 +20,7 @@ or slow, enters the figures.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -65,15 +66,16 @@ class Engine:
 
     name = "?"
 
-    def submit(self, tag: str, argv: Sequence[str], gpus: int = 0) -> Submitted:
+    def submit(
+        self, tag: str, argv: Sequence[str], gpus: int = 0, limit_s: float | None = None
+    ) -> Submitted:
+        """``limit_s``: the run's time limit, in whatever units the engine has."""
         raise NotImplementedError
 
     def ended(self, ids: Collection[str]) -> int:
         raise NotImplementedError
 
-    def submit_many(
-        self, jobs: Sequence[tuple[str, Sequence[str], int]], threads: int = 4
-    ) -> list[Submitted]:
+    def submit_many(self, jobs: Sequence[tuple[Any, ...]], threads: int = 4) -> list[Submitted]:
         """Submit from ``threads`` client threads at once (in order when ``threads`` is 1)."""
         if threads <= 1:
             return [self.submit(*job) for job in jobs]
@@ -107,10 +109,14 @@ class Launchyard(Engine):
             self._local.client = self.stack.client()
         return self._local.client
 
-    def submit(self, tag: str, argv: Sequence[str], gpus: int = 0) -> Submitted:
+    def submit(
+        self, tag: str, argv: Sequence[str], gpus: int = 0, limit_s: float | None = None
+    ) -> Submitted:
         body: dict[str, object] = {"queue": self.queue, "command": list(argv), "name": tag}
         if self.gpu_variable:
             body["values"] = {"gpus": gpus}
+        if limit_s is not None:
+            body["time_limit"] = limit_s
         at = time.time()
         run = self._client().submit("default", body)
         return Submitted(tag, run["id"], at)
@@ -186,10 +192,13 @@ class Slurm(Engine):
         tag: str,
         argv: Sequence[str],
         gpus: int = 0,
+        limit_s: float | None = None,
         *,
-        time_min: int = SLURM_TIME_LIMIT_MIN,
+        time_min: int | None = None,
         array: int = 0,
     ) -> Submitted:
+        if time_min is None:  # Slurm counts limits in whole minutes
+            time_min = max(SLURM_TIME_LIMIT_MIN, math.ceil((limit_s or 0) / 60))
         cmd = [
             "sbatch",
             "--parsable",
@@ -292,7 +301,10 @@ class Ray(Engine):
             self._local.client = JobSubmissionClient(self.address)
         return self._local.client
 
-    def submit(self, tag: str, argv: Sequence[str], gpus: int = 0) -> Submitted:
+    def submit(
+        self, tag: str, argv: Sequence[str], gpus: int = 0, limit_s: float | None = None
+    ) -> Submitted:
+        # Ray Jobs has no time limit to give: its scheduler does not plan ahead.
         at = time.time()
         job_id = self._client().submit_job(
             entrypoint=shlex.join(argv),
@@ -339,15 +351,27 @@ def trivial_jobs(prefix: str, n: int) -> list[tuple[str, Sequence[str], int]]:
 
 
 def run_mix(
-    engine: Engine, mix: Sequence[tuple[int, float]], out: Path, timeout_s: float
+    engine: Engine,
+    mix: Sequence[tuple[int, float]],
+    out: Path,
+    timeout_s: float,
+    limit_margin_s: float | None = None,
 ) -> tuple[list[Submitted], list[dict[str, object]]]:
     """Submit the packing mix in order (one client, so FIFO is the mix's order), await the
-    end of every run, and return the submissions and each run's own record (gpu_work.py)."""
+    end of every run, and return the submissions and each run's own record (gpu_work.py).
+
+    With ``limit_margin_s`` each run gets a time limit of its duration plus that margin
+    (what a user who knows their run's length writes), in the engine's own units."""
     import json
 
     out.unlink(missing_ok=True)
     jobs = [
-        (f"p{i}", [sys.executable, str(GPU_WORK), str(seconds), str(out)], gpus)
+        (
+            f"p{i}",
+            [sys.executable, str(GPU_WORK), str(seconds), str(out)],
+            gpus,
+            None if limit_margin_s is None else seconds + limit_margin_s,
+        )
         for i, (gpus, seconds) in enumerate(mix)
     ]
     subs = engine.submit_many(jobs, threads=1)

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-from launchyard.scheduling import AgentView, Candidate, Capacity, explain_wait, ordered, pick
+from launchyard.scheduling import (
+    AgentView,
+    Candidate,
+    Capacity,
+    Held,
+    earliest_start,
+    explain_wait,
+    ordered,
+    pick,
+)
 
 
-def cand(run_id: str, gpus: int, seq: int, *, rank: int = 2, queued_at: float = 100.0) -> Candidate:
-    return Candidate(run_id=run_id, gpus=gpus, priority_rank=rank, seq=seq, queued_at=queued_at)
+def cand(
+    run_id: str,
+    gpus: int,
+    seq: int,
+    *,
+    rank: int = 2,
+    queued_at: float = 100.0,
+    limit: float | None = None,
+) -> Candidate:
+    return Candidate(
+        run_id=run_id,
+        gpus=gpus,
+        priority_rank=rank,
+        seq=seq,
+        queued_at=queued_at,
+        time_limit_s=limit,
+    )
 
 
-def cap(free: int, total: int = 4, slots: int = 10) -> Capacity:
-    return Capacity(free_gpus=free, total_gpus=total, free_slots=slots)
+def cap(free: int, total: int = 4, slots: int = 10, held: tuple[Held, ...] = ()) -> Capacity:
+    return Capacity(free_gpus=free, total_gpus=total, free_slots=slots, held=held)
 
 
 def test_picks_in_order_while_gpus_last() -> None:
@@ -99,3 +123,64 @@ def test_wait_reasons() -> None:
     assert "-j limit" in explain_wait(1, [agent(free_slots=0)])
     assert explain_wait(3, [agent(free_gpus=2)]) == "needs 3 GPUs, 2 free"
     assert explain_wait(1, [agent(alive=False)]).startswith("no agent")
+
+
+# ---- EASY backfill: time limits let smaller runs pass a reservation without delaying it ----
+
+# Two GPUs free; the other two are held by a run that ends by t=50 at the latest.
+HELD_TILL_50 = (Held(gpus=2, ends_by=50.0),)
+
+
+def test_earliest_start_comes_from_the_holders_limits() -> None:
+    held = [Held(1, 80.0), Held(2, 50.0), Held(1, None)]
+    assert earliest_start(4, 0, held, now=40) == (None, 0)  # needs the unlimited run's GPU
+    assert earliest_start(4, 1, held, now=40) == (80.0, 0)
+    assert earliest_start(3, 1, held, now=40) == (50.0, 0)
+    assert earliest_start(2, 1, held, now=40) == (50.0, 1)
+    assert earliest_start(1, 0, [Held(1, 10.0)], now=40) == (40, 0)  # overdue: stopped now
+
+
+def test_a_run_whose_limit_ends_before_the_reserved_start_passes_it() -> None:
+    runs = [cand("big", 4, 1, queued_at=0), cand("quick", 2, 2, limit=8)]
+    decision = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30)
+    assert decision.reserved_for == "big"
+    assert decision.starts_by == 50.0
+    assert decision.picked == ["quick"]  # ends by 48, before big can start
+
+
+def test_a_run_that_would_delay_the_reserved_run_waits() -> None:
+    runs = [cand("big", 4, 1, queued_at=0), cand("slow", 2, 2, limit=20), cand("open", 1, 3)]
+    decision = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30)
+    assert decision.picked == []  # 40 + 20 > 50, and no limit at all can't be planned
+    assert "can start in 10 s" in decision.waiting["slow"]
+    assert "time limit ends before then" in decision.waiting["open"]
+
+
+def test_gpus_the_reserved_run_will_not_need_are_used_by_any_run() -> None:
+    # big needs 3: at t=50 four are free, so one spare GPU may go to a run of any length.
+    runs = [cand("big", 3, 1, queued_at=0), cand("long", 1, 2), cand("long2", 1, 3)]
+    decision = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30)
+    assert decision.picked == ["long"]
+    assert "reservation" in decision.waiting["long2"]
+
+
+def test_without_limits_on_the_holders_a_reservation_drains_the_gpus() -> None:
+    runs = [cand("big", 4, 1, queued_at=0), cand("quick", 1, 2, limit=1)]
+    decision = pick(runs, cap(2, held=(Held(2, None),)), now=40, reserve_after_s=30)
+    assert decision.starts_by is None
+    assert decision.picked == []
+
+
+def test_runs_picked_in_the_same_pass_count_as_holders() -> None:
+    # "first" takes 2 of 4 GPUs with a 10 s limit; big (4) can then start at 110 at the latest.
+    runs = [cand("first", 2, 1, limit=10), cand("big", 4, 2, queued_at=0), cand("q", 2, 3, limit=5)]
+    decision = pick(runs, cap(4), now=100, reserve_after_s=30)
+    assert decision.picked == ["first", "q"]
+    assert decision.starts_by == 110
+
+
+def test_explain_false_gives_the_same_picks_without_reasons() -> None:
+    runs = [cand("big", 4, 1, queued_at=0), cand("quick", 2, 2, limit=8), cand("x", 1, 3)]
+    full = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30)
+    lean = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30, explain=False)
+    assert lean.picked == full.picked and lean.waiting == {}

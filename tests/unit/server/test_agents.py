@@ -226,6 +226,45 @@ def test_runs_behind_a_reservation_say_so(server_factory) -> None:  # type: igno
     assert c.get_run(small)["waiting_reason"].startswith(f"reserved for a bigger run: {big}")
 
 
+def test_time_limits_let_short_runs_pass_a_reservation(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(None, reserve_after_s=0)
+    c = server.client()
+    agent_id = setup(c)
+    first = c.submit(
+        "default",
+        {"queue": "gpu", "command": ["true"], "values": {"gpus": 3}, "time_limit": "1h"},
+    )
+    assert first["time_limit_s"] == 3600
+    [claimed] = claim(c, agent_id, 4, 4)["runs"]
+    assert claimed["time_limit_s"] == 3600
+    assert c.get_run(first["id"])["deadline_at"] is not None
+    big = submit(c, 4)
+    long_run = c.submit(
+        "default",
+        {"queue": "gpu", "command": ["true"], "values": {"gpus": 1}, "time_limit": "2h"},
+    )["id"]
+    short = c.submit(
+        "default",
+        {"queue": "gpu", "command": ["true"], "values": {"gpus": 1}, "time_limit": "10m"},
+    )["id"]
+    # big can start within the hour (first's limit): only the 10-minute run may pass it.
+    assert [r["id"] for r in claim(c, agent_id, 1, 3, seq=2)["runs"]] == [short]
+    assert c.get_run(big)["state"] == c.get_run(long_run)["state"] == "queued"
+    report(c, first["id"], claimed["lease_token"], "running")
+    report(c, first["id"], claimed["lease_token"], "finished", exit_code=0)
+    assert c.get_run(first["id"])["deadline_at"] is None
+
+
+@pytest.mark.parametrize("limit", ["soon", -5, 0, "31d", "1h:30"])
+def test_bad_time_limits_are_refused_with_the_rule(sqlite_server, limit) -> None:  # type: ignore[no-untyped-def]
+    c = sqlite_server.client()
+    setup(c)
+    with pytest.raises(InvalidInputError, match="time_limit") as err:
+        c.submit("default", {"queue": "gpu", "command": ["true"], "time_limit": limit})
+    assert "90s, 5m" in str(err.value) or "at most 30 days" in str(err.value)
+    assert c.list_runs("default")["runs"] == []
+
+
 def test_output_tokens_write_only_their_own_run(sqlite_server) -> None:  # type: ignore[no-untyped-def]
     from launchyard.errors import AuthError
 

@@ -9,7 +9,7 @@ with StaleLeaseError so the agent stops its copy.
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -140,25 +140,16 @@ def claim(
     reserve_after_s: float,
     is_postgres: bool,
 ) -> ClaimResponse:
-    """Hand out the queued runs that fit the agent's free capacity, in one short transaction."""
+    """Hand out the queued runs that fit the agent's free capacity, in one short transaction.
+
+    ``cap`` comes with the agent's request; a long poll's re-attempts pass None and
+    write nothing unless they hand something out.
+    """
     if cap is not None:
         _update_capacity(agent, cap)
-    else:
-        agent.last_seen_at = now()
     draining = agent.state == "draining"
     claimed: list[ClaimedRun] = []
     if not draining and agent.free_slots > 0 and agent.queue_ids:
-        query = (
-            select(RunRow)
-            .where(RunRow.queue_id.in_(agent.queue_ids), RunRow.state == RunState.QUEUED.value)
-            .order_by(RunRow.priority_rank, RunRow.seq)
-            .limit(CLAIM_SCAN_LIMIT)
-        )
-        if is_postgres:
-            # Two agents claiming at once skip each other's rows instead of queueing.
-            query = query.with_for_update(skip_locked=True)
-        rows = list(sess.execute(query).scalars())
-        at = now()
         queues = {
             q.id: q
             for q in sess.execute(
@@ -168,28 +159,12 @@ def claim(
         # GPUs count against the agent only where it assigns devices itself;
         # on clusters the engine's scheduler places them.
         agent_gpus = {qid: get_backend_class(q.resource).assigns_gpus for qid, q in queues.items()}
-        decision = scheduling.pick(
-            [
-                scheduling.Candidate(
-                    run_id=r.id,
-                    gpus=r.gpus if agent_gpus[r.queue_id] else 0,
-                    priority_rank=r.priority_rank,
-                    seq=r.seq,
-                    queued_at=r.queued_at.timestamp(),
-                )
-                for r in rows
-            ],
-            scheduling.Capacity(
-                free_gpus=agent.free_gpus,
-                total_gpus=len(agent.gpu_ids),
-                free_slots=agent.free_slots,
-            ),
-            now=at.timestamp(),
-            reserve_after_s=reserve_after_s,
-        )
+        at = now()
+        picked = _pick(sess, agent, agent_gpus, at, reserve_after_s, is_postgres)
+        rows = sess.execute(select(RunRow).where(RunRow.id.in_(picked))).scalars()
         by_id = {r.id: r for r in rows}
         names = Names(sess)
-        for run_id in decision.picked:
+        for run_id in picked:
             run = by_id[run_id]
             run.agent_id = agent.id
             run.lease_token = secrets.token_hex(16)
@@ -219,9 +194,78 @@ def claim(
                     values=dict(run.values),
                     log_bytes=0,
                     output_token=output_token,
+                    time_limit_s=run.time_limit_s,
                 )
             )
+        if claimed and cap is None:
+            agent.last_seen_at = at
     return ClaimResponse(runs=claimed, cancel=_cancels(sess, agent), draining=draining)
+
+
+def _pick(
+    sess: Session,
+    agent: AgentRow,
+    agent_gpus: dict[int, bool],
+    at: datetime,
+    reserve_after_s: float,
+    is_postgres: bool,
+) -> list[str]:
+    """The ids of the queued runs to hand to ``agent`` now (``scheduling.pick``).
+
+    Reads only the columns the decision needs: a wake-up that finds nothing to start
+    costs an index scan, not hundreds of full rows."""
+    query = (
+        select(
+            RunRow.id,
+            RunRow.queue_id,
+            RunRow.gpus,
+            RunRow.priority_rank,
+            RunRow.seq,
+            RunRow.queued_at,
+            RunRow.time_limit_s,
+        )
+        .where(RunRow.queue_id.in_(agent.queue_ids), RunRow.state == RunState.QUEUED.value)
+        .order_by(RunRow.priority_rank, RunRow.seq)
+        .limit(CLAIM_SCAN_LIMIT)
+    )
+    if is_postgres:
+        # Two agents claiming at once skip each other's rows instead of queueing.
+        query = query.with_for_update(skip_locked=True)
+    candidates = [
+        scheduling.Candidate(
+            run_id=row.id,
+            gpus=row.gpus if agent_gpus.get(row.queue_id) else 0,
+            priority_rank=row.priority_rank,
+            seq=row.seq,
+            queued_at=row.queued_at.timestamp(),
+            time_limit_s=row.time_limit_s,
+        )
+        for row in sess.execute(query)
+    ]
+    if not candidates:
+        return []
+    held = [
+        scheduling.Held(gpus, deadline.timestamp() if deadline is not None else None)
+        for queue_id, gpus, deadline in sess.execute(
+            select(RunRow.queue_id, RunRow.gpus, RunRow.deadline_at).where(
+                RunRow.agent_id == agent.id, RunRow.state.in_(_ACTIVE)
+            )
+        )
+        if gpus and agent_gpus.get(queue_id)
+    ]
+    decision = scheduling.pick(
+        candidates,
+        scheduling.Capacity(
+            free_gpus=agent.free_gpus,
+            total_gpus=len(agent.gpu_ids),
+            free_slots=agent.free_slots,
+            held=held,
+        ),
+        now=at.timestamp(),
+        reserve_after_s=reserve_after_s,
+        explain=False,
+    )
+    return decision.picked
 
 
 def heartbeat(
