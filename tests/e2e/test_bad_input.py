@@ -59,6 +59,8 @@ def test_bad_queue_files(
         (["--set", "size=xl"], ("size", "'xl'", "not one of")),
         (["--set", "gpu=1"], ("unknown variable 'gpu'", "did you mean 'gpus'")),
         (["--set", "gpus"], ("NAME=VALUE",)),
+        (["--time-limit", "soon"], ("time_limit 'soon' is not a duration", "1h30m")),
+        (["--time-limit", "0"], ("time_limit '0'", "more than 0 s")),
     ],
 )
 def test_bad_values(server: LiveServer, args: list[str], needles: tuple[str, ...]) -> None:

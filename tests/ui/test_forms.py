@@ -190,6 +190,21 @@ def test_the_launch_form_submits_through_the_runs_service(ui: ServerHarness) -> 
     assert page.status_code == 200 and "Relaunch with changes" in page.text
 
 
+def test_the_launch_form_carries_a_time_limit_to_the_run_page(ui: ServerHarness) -> None:
+    seed_job(ui)
+    bad = launch(ui, time_limit="soon")
+    assert bad.status_code == 422
+    assert "time_limit 'soon' is not a duration" in error_of(bad.text)
+    assert 'value="soon"' in bad.text  # what was typed stays in the field
+    response = launch(ui, time_limit="1h30m")
+    assert response.status_code == 303
+    run = ui.client().get_run(response.headers["location"].rsplit("/", 1)[-1])
+    assert run["time_limit_s"] == 5400
+    page = ui.http.get(response.headers["location"]).text
+    assert "<dt>Time limit</dt><dd>1h 30m</dd>" in page
+    assert 'name="time_limit" value="5400s"' in page  # the relaunch drawer starts from it
+
+
 def test_alias_and_rename_go_through_the_job_services(ui: ServerHarness) -> None:
     seed_job(ui)
     base = "/ui/e/default/projects/vision/jobs/train"

@@ -132,6 +132,7 @@ def launch_request(
         command=command,
         name=form.get("name", "").strip() or None,
         priority=Priority(priority) if priority in set(Priority) else None,
+        time_limit=form.get("time_limit", "").strip() or None,
     )
 
 

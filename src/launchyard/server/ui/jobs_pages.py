@@ -62,6 +62,7 @@ class Drawer:
     command: str
     has_command: bool
     name: str = ""
+    time_limit: str = ""
     open: bool = False
     error: LaunchyardError | None = None
     priorities: list[str] = field(default_factory=lambda: [p.value for p in Priority])
@@ -116,7 +117,14 @@ def build_drawer(
         ),
         has_command=has_command,
         name=form.get("name", ""),
+        time_limit=form.get("time_limit", _limit_text(source, spec)),
     )
+
+
+def _limit_text(source: RunRow | None, spec: dict[str, Any]) -> str:
+    """The time limit a relaunch starts from: the run's own, else the job version's."""
+    seconds = source.time_limit_s if source is not None else spec.get("time_limit")
+    return f"{seconds:g}s" if seconds else ""
 
 
 def relaunch_drawer(sess: Session, who: Principal, run: RunRow) -> Drawer | None:

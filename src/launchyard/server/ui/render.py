@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from launchyard import __version__
 from launchyard.errors import LaunchyardError, ServerUnavailableError
+from launchyard.models.durations import format_duration
 from launchyard.models.runs import TERMINAL_STATES
 from launchyard.server.services.auth import Principal, Role
 from launchyard.server.tables import EntityRow
@@ -93,6 +94,7 @@ env.globals.update(
     version=__version__,
     terminal_states=frozenset(s.value for s in TERMINAL_STATES),
     duration=_duration,
+    limit=format_duration,
 )
 
 
