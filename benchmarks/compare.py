@@ -438,8 +438,9 @@ def launchyard_scale(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import select
 
     from launchyard.server.db import Database
-    from launchyard.server.services.agents import CLAIM_SCAN_LIMIT
-    from launchyard.server.tables import RunRow
+    from launchyard.server.services.agents import pick_runs
+    from launchyard.server.services.auth import now
+    from launchyard.server.tables import AgentRow, RunRow
 
     out: dict[str, Any] = {"depths": {}}
     with peers.launchyard_stack() as stack:
@@ -480,17 +481,11 @@ def launchyard_scale(args: argparse.Namespace) -> dict[str, Any]:
         db = Database(f"sqlite:///{stack.tmp / 'server' / 'launchyard.db'}")
 
         def claim_sql() -> object:
+            """The claim's own decision (its queries and ``scheduling.pick``), in-process."""
             with db.session() as sess:
-                return list(
-                    sess.execute(
-                        select(RunRow)
-                        .where(
-                            RunRow.queue_id.in_([template["queue_id"]]), RunRow.state == "queued"
-                        )
-                        .order_by(RunRow.priority_rank, RunRow.seq)
-                        .limit(CLAIM_SCAN_LIMIT)
-                    ).scalars()
-                )
+                row = sess.get(AgentRow, probe["id"])
+                assert row is not None
+                return pick_runs(sess, row, {template["queue_id"]: True}, now(), 30.0, False)
 
         with db.engine.connect() as conn:
             template = dict(
@@ -555,7 +550,7 @@ def figure_scale(args: argparse.Namespace, found: dict[str, str]) -> None:
     labels = [
         ("submit one more run (ms)", "submit_ms", "lower"),
         ("claim, nothing fits (ms)", "claim_ms", "lower"),
-        ("claim query alone, SQL (ms)", "claim_sql_ms", "lower"),
+        ("claim decision alone, in-process (ms)", "claim_sql_ms", "lower"),
         ("list a queue page of 50 (ms)", "page_ms", "lower"),
         ("/metrics scrape (ms)", "metrics_ms", "lower"),
         ("server RSS (MiB)", "server_mib", "lower"),

@@ -160,7 +160,7 @@ def claim(
         # on clusters the engine's scheduler places them.
         agent_gpus = {qid: get_backend_class(q.resource).assigns_gpus for qid, q in queues.items()}
         at = now()
-        picked = _pick(sess, agent, agent_gpus, at, reserve_after_s, is_postgres)
+        picked = pick_runs(sess, agent, agent_gpus, at, reserve_after_s, is_postgres)
         rows = sess.execute(select(RunRow).where(RunRow.id.in_(picked))).scalars()
         by_id = {r.id: r for r in rows}
         names = Names(sess)
@@ -202,7 +202,7 @@ def claim(
     return ClaimResponse(runs=claimed, cancel=_cancels(sess, agent), draining=draining)
 
 
-def _pick(
+def pick_runs(
     sess: Session,
     agent: AgentRow,
     agent_gpus: dict[int, bool],
