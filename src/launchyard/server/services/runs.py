@@ -209,14 +209,14 @@ def submit(
     else:
         job_id, job_name = job.id, job.name
     if names is not None:
-        for table, row_id, name in (
+        for table, row_id, known in (
             (EntityRow, entity.id, entity.name),
             (ProjectRow, project.id, project.name),
             (QueueRow, queue.id, queue.name),
             (JobRow, job_id, job_name),
             (UserRow, who.user_id, who.name),
         ):
-            names.remember(table, row_id, name)
+            names.remember(table, row_id, known)
 
     at = now()
     run = RunRow(
