@@ -14,6 +14,7 @@ from launchyard.config import ServerSettings
 from launchyard.server.db import Database
 from launchyard.server.notify import Notifier, Topic, claim_topics
 from launchyard.server.services.auth import Principal, authenticate
+from launchyard.server.services.runs import KnownRows
 from launchyard.server.storage import FileStore
 from launchyard.server.tables import AgentRow
 
@@ -32,6 +33,7 @@ class AppState:
     metrics: CollectorRegistry
     auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
     agent_queues: dict[int, tuple[float, list[int] | None]] = field(default_factory=dict)
+    known: KnownRows = field(default_factory=KnownRows)
 
 
 def app_state(request: Request) -> AppState:

@@ -31,7 +31,8 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 def submit(entity: str, req: RunSubmitRequest, state: State, who: Caller) -> RunResponse:
     with state.db.session() as sess:
         names = service.Names(sess)
-        run = service.submit(sess, who, get_entity(sess, entity), req, names)
+        ent = state.known.entity(sess, entity)
+        run = service.submit(sess, who, ent, req, names, state.known)
         response = service.to_response(sess, run, names, detail=False)
     state.notifier.notify(queue_topic(run.queue_id))
     return response
@@ -41,12 +42,12 @@ def submit(entity: str, req: RunSubmitRequest, state: State, who: Caller) -> Run
 def submit_batch(entity: str, req: RunBatchRequest, state: State, who: Caller) -> RunBatchResponse:
     """Queue many runs at once (a sweep): one transaction, all or nothing."""
     with state.db.session() as sess:
-        ent = get_entity(sess, entity)
+        ent = state.known.entity(sess, entity)
         names = service.Names(sess)
         responses, runs = [], []
         for index, one in enumerate(req.runs):
             try:
-                run = service.submit(sess, who, ent, one, names)
+                run = service.submit(sess, who, ent, one, names, state.known)
             except LaunchyardError as exc:
                 raise type(exc)(
                     f"runs[{index}]: {exc.message}; nothing was queued",
