@@ -186,3 +186,15 @@ def test_a_submitted_run_is_stored_as_answered(server, c) -> None:  # type: igno
         assert sess.scalar(
             select(RunRow.id).where(RunRow.handle.is_(None), RunRow.id == named["id"])
         )
+
+
+def test_a_refused_submit_leaves_nothing_behind_for_the_next(c) -> None:  # type: ignore[no-untyped-def]
+    """Entities and projects are kept across requests, but only once committed: a project
+    created by a submit that was then refused (rolled back) is created again by the next."""
+    bad = {"queue": "gpu", "project": "fresh", "command": ["true"], "values": {"gpus": 9}}
+    for _ in range(2):
+        with pytest.raises(VariableValueError):
+            c.submit("default", bad)
+    run = c.submit("default", {**bad, "values": {"gpus": 1}})
+    assert run["project"] == "fresh" and run["entity"] == "default"
+    assert c.submit("default", {**bad, "values": {"gpus": 2}})["project"] == "fresh"
