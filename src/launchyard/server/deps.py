@@ -36,7 +36,12 @@ class AppState:
     known: KnownRows = field(default_factory=KnownRows)
 
 
-def app_state(request: Request) -> AppState:
+# The dependencies are ``async`` where they do no I/O: FastAPI runs a plain ``def``
+# dependency in its thread pool, a hop per dependency per request that cost more CPU than
+# what they do.
+
+
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.launchyard
     return state
 
@@ -49,12 +54,18 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-def principal(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Principal:
+def _cached_principal(state: AppState, key: str | None) -> Principal | None:
+    cached = state.auth_cache.get(key) if key else None
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
+def principal(request: Request, state: AppState) -> Principal:
+    """The caller's identity, from the cache or the database (blocking: not on the loop)."""
     key = bearer_token(request)
     now = time.monotonic()
-    cached = state.auth_cache.get(key) if key else None
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    cached = _cached_principal(state, key)
+    if cached is not None:
+        return cached
     with state.db.session() as sess:
         who = authenticate(sess, key)
     if len(state.auth_cache) > 10_000:
@@ -63,8 +74,16 @@ def principal(request: Request, state: Annotated[AppState, Depends(app_state)]) 
     return who
 
 
+async def caller(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Principal:
+    """A cached identity is answered on the event loop; a lookup goes to the thread pool."""
+    cached = _cached_principal(state, bearer_token(request))
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(principal, request, state)
+
+
 State = Annotated[AppState, Depends(app_state)]
-Caller = Annotated[Principal, Depends(principal)]
+Caller = Annotated[Principal, Depends(caller)]
 
 
 async def agent_claim_topics(state: AppState, agent_id: int) -> frozenset[Topic] | None:
