@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Iterable
 
@@ -59,9 +60,13 @@ class _Waiter:
 
 
 class Notifier:
+    """Changes are recorded on the caller's thread, under a lock; the event loop is only
+    disturbed (``call_soon_threadsafe``, a syscall) when some waiter follows the change."""
+
     def __init__(self) -> None:
         self.version = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
         self._waiters: set[_Waiter] = set()
         # (version, topics) of the latest changes, to answer wait(since=…) without a race.
         self._recent: deque[tuple[int, frozenset[Topic] | None]] = deque(maxlen=RECENT_CHANGES)
@@ -72,19 +77,21 @@ class Notifier:
     def notify(self, *topics: Topic) -> None:
         """Say what changed (no topics: everything). Safe from any thread (services run in
         FastAPI's thread pool); waiters are woken on the event loop."""
-        if self._loop is None or self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._bump, frozenset(topics) if topics else None)
-
-    def _bump(self, topics: frozenset[Topic] | None) -> None:
-        self.version += 1
-        self._recent.append((self.version, topics))
-        for waiter in self._waiters:
-            if _concerns(topics, waiter.topics):
-                waiter.event.set()
+        changed = frozenset(topics) if topics else None
+        with self._lock:
+            self.version += 1
+            self._recent.append((self.version, changed))
+            woken = [w for w in self._waiters if _concerns(changed, w.topics)]
+        loop = self._loop
+        if woken and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_wake, woken)
 
     def changed_since(self, since: int, topics: frozenset[Topic] | None = None) -> bool:
         """Whether a change after version ``since`` concerns ``topics`` (None: any)."""
+        with self._lock:
+            return self._changed_since(since, topics)
+
+    def _changed_since(self, since: int, topics: frozenset[Topic] | None) -> bool:
         if self.version == since:
             return False
         if not self._recent or self._recent[0][0] > since + 1:
@@ -99,13 +106,21 @@ class Notifier:
     async def wait(self, since: int, timeout: float, topics: Iterable[Topic] | None = None) -> None:
         """Return when a change after version ``since`` concerns ``topics`` (None: any
         change), or after ``timeout`` seconds, or after ``FALLBACK_POLL_S`` at most."""
-        wanted = frozenset(topics) if topics is not None else None
-        if self._loop is None or self.changed_since(since, wanted):
+        if self._loop is None:
             return
-        waiter = _Waiter(wanted)
-        self._waiters.add(waiter)
+        waiter = _Waiter(frozenset(topics) if topics is not None else None)
+        with self._lock:  # a change lands either before this check or after registering
+            if self._changed_since(since, waiter.topics):
+                return
+            self._waiters.add(waiter)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.event.wait(), timeout=min(timeout, FALLBACK_POLL_S))
         finally:
-            self._waiters.discard(waiter)
+            with self._lock:
+                self._waiters.discard(waiter)
+
+
+def _wake(waiters: list[_Waiter]) -> None:
+    for waiter in waiters:
+        waiter.event.set()
