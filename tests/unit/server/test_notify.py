@@ -152,3 +152,24 @@ def test_a_log_follower_wakes_for_its_run(sqlite_server, monkeypatch: pytest.Mon
     thread.join(10)
     assert result["page"]["text"] == "hello\n"  # type: ignore[index]
     assert time.monotonic() - start < 5
+
+
+def test_cancelling_a_held_run_wakes_its_agents_claim(
+    sqlite_server, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(notify, "FALLBACK_POLL_S", 30.0)
+    c = sqlite_server.client()
+    agent_id = setup(c)
+    run_id = c.submit("default", {"queue": "gpu", "command": ["true"], "values": {"gpus": 1}})["id"]
+    assert [r["id"] for r in claim(c, agent_id, 4, 4)["runs"]] == [run_id]
+    result: dict[str, object] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(reply=claim(c, agent_id, 3, 3, seq=2, wait_s=20))
+    )
+    start = time.monotonic()
+    thread.start()
+    time.sleep(0.2)  # the claim is waiting (a cancel sooner is answered just the same)
+    c.cancel(run_id)
+    thread.join(10)
+    assert result["reply"]["cancel"] == [run_id]  # type: ignore[index]
+    assert time.monotonic() - start < 5
