@@ -8,12 +8,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
 
 from launchyard.config import ServerSettings
 from launchyard.server.db import Database
-from launchyard.server.notify import Notifier
+from launchyard.server.notify import Notifier, Topic, claim_topics
 from launchyard.server.services.auth import Principal, authenticate
+from launchyard.server.services.runs import KnownRows
 from launchyard.server.storage import FileStore
+from launchyard.server.tables import AgentRow
 
 AUTH_CACHE_TTL_S = 5.0
 """How long a verified key's identity is reused: a revoked key or a changed role
@@ -29,9 +32,16 @@ class AppState:
     files: FileStore
     metrics: CollectorRegistry
     auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+    agent_queues: dict[int, tuple[float, list[int] | None]] = field(default_factory=dict)
+    known: KnownRows = field(default_factory=KnownRows)
 
 
-def app_state(request: Request) -> AppState:
+# The dependencies are ``async`` where they do no I/O: FastAPI runs a plain ``def``
+# dependency in its thread pool, a hop per dependency per request that cost more CPU than
+# what they do.
+
+
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.launchyard
     return state
 
@@ -44,12 +54,18 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-def principal(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Principal:
+def _cached_principal(state: AppState, key: str | None) -> Principal | None:
+    cached = state.auth_cache.get(key) if key else None
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
+def principal(request: Request, state: AppState) -> Principal:
+    """The caller's identity, from the cache or the database (blocking: not on the loop)."""
     key = bearer_token(request)
     now = time.monotonic()
-    cached = state.auth_cache.get(key) if key else None
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    cached = _cached_principal(state, key)
+    if cached is not None:
+        return cached
     with state.db.session() as sess:
         who = authenticate(sess, key)
     if len(state.auth_cache) > 10_000:
@@ -58,5 +74,37 @@ def principal(request: Request, state: Annotated[AppState, Depends(app_state)]) 
     return who
 
 
+async def caller(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Principal:
+    """A cached identity is answered on the event loop; a lookup goes to the thread pool."""
+    cached = _cached_principal(state, bearer_token(request))
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(principal, request, state)
+
+
 State = Annotated[AppState, Depends(app_state)]
-Caller = Annotated[Principal, Depends(principal)]
+Caller = Annotated[Principal, Depends(caller)]
+
+
+async def agent_claim_topics(state: AppState, agent_id: int) -> frozenset[Topic] | None:
+    """What an agent's waiting claim follows (None, for an unknown agent: everything).
+
+    Its queues are cached like identities (a re-registration with other queues is seen
+    within ``AUTH_CACHE_TTL_S``; the fallback poll covers the gap), so a wait costs no
+    query. Where the claim loop has the agent row at hand, ``notify.claim_topics`` with
+    its ``queue_ids`` does the same without the cache."""
+    now = time.monotonic()
+    cached = state.agent_queues.get(agent_id)
+    if cached is None or cached[0] <= now:
+
+        def read() -> list[int] | None:
+            with state.db.session() as sess:
+                agent = sess.get(AgentRow, agent_id)
+                return list(agent.queue_ids) if agent is not None else None
+
+        if len(state.agent_queues) > 10_000:
+            state.agent_queues.clear()
+        cached = (now + AUTH_CACHE_TTL_S, await run_in_threadpool(read))
+        state.agent_queues[agent_id] = cached
+    queue_ids = cached[1]
+    return None if queue_ids is None else claim_topics(agent_id, queue_ids)

@@ -13,10 +13,16 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
 
+from launchyard.models.runs import ACTIVE_STATES, RunState
 from launchyard.server.db import Database
 from launchyard.server.tables import AgentRow, EntityRow, QueueRow, RunRow
+
+GAUGED_STATES = [s.value for s in RunState if s is RunState.QUEUED or s in ACTIVE_STATES]
+"""States the queue gauge counts. Ended runs only pile up (a count over them grows with
+history at every scrape); ``launchyard_runs_ended`` counts them instead."""
 
 TRANSITIONS = CollectorRegistry()
 _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
@@ -56,7 +62,9 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
-            "launchyard_queue_runs", "Runs per queue and state", labels=["entity", "queue", "state"]
+            "launchyard_queue_runs",
+            "Runs per queue, queued or in flight (ended runs: launchyard_runs_ended)",
+            labels=["entity", "queue", "state"],
         )
         alive = GaugeMetricFamily("launchyard_agents_alive", "Agents seen within the lease time")
         gpus_total = GaugeMetricFamily(
@@ -66,14 +74,8 @@ class DatabaseCollector(Collector):
             "launchyard_agent_gpus_busy", "GPUs held by runs", labels=["agent"]
         )
         with self.db.session() as sess:
-            rows = sess.execute(
-                select(EntityRow.name, QueueRow.name, RunRow.state, func.count())
-                .join(QueueRow, QueueRow.id == RunRow.queue_id)
-                .join(EntityRow, EntityRow.id == QueueRow.entity_id)
-                .group_by(EntityRow.name, QueueRow.name, RunRow.state)
-            )
-            for entity, queue, state, count in rows:
-                depth.add_metric([entity, queue, state], count)
+            for labels, count in _queue_counts(sess).items():
+                depth.add_metric(list(labels), count)
             cutoff = datetime.now().astimezone().timestamp() - self.lease_ttl_s
             n_alive = 0
             for agent in sess.execute(select(AgentRow)).scalars():
@@ -83,6 +85,36 @@ class DatabaseCollector(Collector):
                 gpus_busy.add_metric([agent.name], len(agent.gpu_ids) - agent.free_gpus)
             alive.add_metric([], n_alive)
         yield from (depth, alive, gpus_total, gpus_busy)
+
+
+def live_counts(queue_ids: list[int]) -> Select[int, str, int]:
+    """Runs per (queue, gauged state). Both prefix columns of ix_runs_claim (queue_id,
+    state, …) are pinned, so the database counts index entries of live runs only, in index
+    order: no sort, no table rows, nothing read for ended runs."""
+    return (
+        select(RunRow.queue_id, RunRow.state, func.count())
+        .where(RunRow.queue_id.in_(queue_ids), RunRow.state.in_(GAUGED_STATES))
+        .group_by(RunRow.queue_id, RunRow.state)
+    )
+
+
+def _queue_counts(sess: Session) -> dict[tuple[str, str, str], int]:
+    """(entity, queue, state) → runs, for every queue and gauged state (zeros included, so
+    a queue that empties reads 0 rather than vanishing)."""
+    queues = {
+        qid: (entity, queue)
+        for qid, queue, entity in sess.execute(
+            select(QueueRow.id, QueueRow.name, EntityRow.name).join(
+                EntityRow, EntityRow.id == QueueRow.entity_id
+            )
+        )
+    }
+    counts = {(*names, state): 0 for names in queues.values() for state in GAUGED_STATES}
+    if not queues:
+        return counts
+    for queue_id, state, count in sess.execute(live_counts(list(queues))):
+        counts[(*queues[queue_id], state)] = count
+    return counts
 
 
 def render(app_registry: CollectorRegistry) -> bytes:

@@ -163,3 +163,38 @@ def test_batch_submission_is_all_or_nothing(c) -> None:  # type: ignore[no-untyp
     with pytest.raises(VariableValueError, match=r"runs\[1\]: .*maximum 4.*nothing was queued"):
         c.submit_many("default", [ok, {**ok, "values": {"gpus": 9}}])
     assert len(c.list_runs("default")["runs"]) == 2
+
+
+def test_a_submitted_run_is_stored_as_answered(server, c) -> None:  # type: ignore[no-untyped-def]
+    """The submit path writes the run with one Core INSERT: what it answers is what is stored,
+    names included, and columns it leaves unset stay SQL NULL (not JSON null)."""
+    from sqlalchemy import select
+
+    from launchyard.server.tables import RunRow
+
+    named = c.submit("default", {"queue": "gpu", "command": ["true"], "name": "sweep-7"})
+    unnamed = c.submit("default", {"queue": "gpu", "command": ["true"]})
+    assert named["name"] == "sweep-7" and unnamed["name"] == unnamed["id"]
+    detail_only = ("position", "waiting_reason", "transitions")
+    for run in (named, unnamed):
+        shown = c.get_run(run["id"])
+        assert {k: v for k, v in shown.items() if k not in detail_only} == {
+            k: v for k, v in run.items() if k not in detail_only
+        }
+    db = server.http.app.state.launchyard.db
+    with db.session() as sess:
+        assert sess.scalar(
+            select(RunRow.id).where(RunRow.handle.is_(None), RunRow.id == named["id"])
+        )
+
+
+def test_a_refused_submit_leaves_nothing_behind_for_the_next(c) -> None:  # type: ignore[no-untyped-def]
+    """Entities and projects are kept across requests, but only once committed: a project
+    created by a submit that was then refused (rolled back) is created again by the next."""
+    bad = {"queue": "gpu", "project": "fresh", "command": ["true"], "values": {"gpus": 9}}
+    for _ in range(2):
+        with pytest.raises(VariableValueError):
+            c.submit("default", bad)
+    run = c.submit("default", {**bad, "values": {"gpus": 1}})
+    assert run["project"] == "fresh" and run["entity"] == "default"
+    assert c.submit("default", {**bad, "values": {"gpus": 2}})["project"] == "fresh"

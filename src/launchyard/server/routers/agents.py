@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from launchyard.server.deps import Caller, State
+from launchyard.server.deps import Caller, State, agent_claim_topics
+from launchyard.server.notify import agent_topic, queue_topic, run_topic
 from launchyard.server.schemas.agents import (
     AgentRegisterRequest,
     AgentRegisterResponse,
@@ -85,7 +86,7 @@ async def claim(agent_id: AgentId, req: ClaimRequest, state: State, who: Caller)
         remaining = deadline - time.monotonic()
         if result.runs or result.cancel or result.draining or remaining <= 0:
             return result
-        await state.notifier.wait(version, remaining)
+        await state.notifier.wait(version, remaining, await agent_claim_topics(state, agent_id))
 
 
 @router.post("/agents/{agent_id}/heartbeat")
@@ -95,7 +96,7 @@ def heartbeat(
     with state.db.session() as sess:
         agent = service.get_agent(sess, who, agent_id)
         response = service.heartbeat(sess, agent, req, lease_ttl_s=state.settings.lease_ttl_s)
-    state.notifier.notify()  # capacity may have freed: wake this agent's waiting claim
+    state.notifier.notify(agent_topic(agent_id))  # capacity may have freed: wake its claim
     return response
 
 
@@ -104,7 +105,7 @@ def drain(agent_id: AgentId, state: State, who: Caller) -> AgentResponse:
     with state.db.session() as sess:
         agent = service.drain(sess, service.get_agent(sess, who, agent_id))
         response = service.to_response(sess, agent, state.settings.lease_ttl_s)
-    state.notifier.notify()
+    state.notifier.notify(agent_topic(agent_id))
     return response
 
 
@@ -120,7 +121,10 @@ def report_state(run_id: str, req: StateReport, state: State, who: Caller) -> di
     with state.db.session() as sess:
         run = service.report_state(sess, who, run_id, req)
         new_state = run.state
-    state.notifier.notify()
+    # A preempted run is queued again (wake its queue's claims); any report wakes followers.
+    state.notifier.notify(
+        run_topic(run_id), *([queue_topic(run.queue_id)] if new_state == "queued" else [])
+    )
     return {"state": new_state}
 
 
@@ -128,5 +132,5 @@ def report_state(run_id: str, req: StateReport, state: State, who: Caller) -> di
 def append_logs(run_id: str, req: LogAppend, state: State, who: Caller) -> LogAppendResponse:
     with state.db.session() as sess:
         log_bytes = service.append_logs(sess, who, run_id, req)
-    state.notifier.notify()
+    state.notifier.notify(run_topic(run_id))
     return LogAppendResponse(log_bytes=log_bytes)

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from launchyard.errors import LaunchyardError
 from launchyard.server.deps import Caller, State
+from launchyard.server.notify import agent_topic, queue_topic, run_topic
 from launchyard.server.schemas.runs import (
     LogsResponse,
     RunBatchRequest,
@@ -30,9 +31,10 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 def submit(entity: str, req: RunSubmitRequest, state: State, who: Caller) -> RunResponse:
     with state.db.session() as sess:
         names = service.Names(sess)
-        run = service.submit(sess, who, get_entity(sess, entity), req, names)
+        ent = state.known.entity(sess, entity)
+        run = service.submit(sess, who, ent, req, names, state.known)
         response = service.to_response(sess, run, names, detail=False)
-    state.notifier.notify()
+    state.notifier.notify(queue_topic(run.queue_id))
     return response
 
 
@@ -40,19 +42,20 @@ def submit(entity: str, req: RunSubmitRequest, state: State, who: Caller) -> Run
 def submit_batch(entity: str, req: RunBatchRequest, state: State, who: Caller) -> RunBatchResponse:
     """Queue many runs at once (a sweep): one transaction, all or nothing."""
     with state.db.session() as sess:
-        ent = get_entity(sess, entity)
+        ent = state.known.entity(sess, entity)
         names = service.Names(sess)
-        responses = []
+        responses, runs = [], []
         for index, one in enumerate(req.runs):
             try:
-                run = service.submit(sess, who, ent, one, names)
+                run = service.submit(sess, who, ent, one, names, state.known)
             except LaunchyardError as exc:
                 raise type(exc)(
                     f"runs[{index}]: {exc.message}; nothing was queued",
                     fields={**exc.fields, "index": index},
                 ) from None
+            runs.append(run)
             responses.append(service.to_response(sess, run, names, detail=False))
-    state.notifier.notify()
+    state.notifier.notify(*{queue_topic(r.queue_id) for r in runs})
     return RunBatchResponse(runs=responses)
 
 
@@ -103,7 +106,8 @@ def cancel(run_id: str, state: State, who: Caller) -> RunResponse:
     with state.db.session() as sess:
         run = service.cancel(sess, who, service.get_run(sess, who, run_id, Role.MEMBER))
         response = service.to_response(sess, run, detail=False)
-    state.notifier.notify()
+    # Its followers, and the agent holding it (the cancel rides on its claim's answer).
+    state.notifier.notify(run_topic(run_id), *([agent_topic(run.agent_id)] if run.agent_id else []))
     return response
 
 
@@ -128,4 +132,4 @@ async def logs(
         remaining = deadline - time.monotonic()
         if page.text or page.done or remaining <= 0:
             return page
-        await state.notifier.wait(version, remaining)
+        await state.notifier.wait(version, remaining, [run_topic(run_id)])

@@ -9,9 +9,9 @@ from __future__ import annotations
 import secrets
 import string
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Table, and_, func, insert, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from launchyard import templating
@@ -31,7 +31,7 @@ from launchyard.server.schemas.runs import (
 )
 from launchyard.server.services import jobs as jobs_service
 from launchyard.server.services.auth import Principal, Role, now
-from launchyard.server.services.entities import get_or_create_project
+from launchyard.server.services.entities import get_entity, get_or_create_project, get_project
 from launchyard.server.services.queues import get_queue, parsed_config
 from launchyard.server.tables import (
     AgentRow,
@@ -46,6 +46,7 @@ from launchyard.server.tables import (
 )
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+_Row = TypeVar("_Row", EntityRow, ProjectRow)
 LOG_PAGE_CHARS = 1_000_000
 
 
@@ -72,6 +73,11 @@ def _track_deadline(run: RunRow, state: RunState, at: datetime) -> None:
 def transition(
     sess: Session, run: RunRow, state: RunState, reason: str | None, phase: Phase
 ) -> None:
+    sess.add(RunTransitionRow(**_change(run, state, reason, phase)))
+
+
+def _change(run: RunRow, state: RunState, reason: str | None, phase: Phase) -> dict[str, Any]:
+    """Apply a state change to ``run``; returns the values of its transition row."""
     at = now()
     run.state = state.value
     if reason is not None or state.is_terminal:
@@ -82,16 +88,14 @@ def transition(
         run.ended_at = at
     _track_deadline(run, state, at)
     metrics.observe(state.value, at, run.queued_at, run.created_at)
-    sess.add(
-        RunTransitionRow(
-            run_id=run.id,
-            state=state.value,
-            at=at,
-            reason=reason,
-            phase=phase.value,
-            attempt=run.attempt,
-        )
-    )
+    return {
+        "run_id": run.id,
+        "state": state.value,
+        "at": at,
+        "reason": reason,
+        "phase": phase.value,
+        "attempt": run.attempt,
+    }
 
 
 def _check_env(run_env: dict[str, str], queue_env: dict[str, Any]) -> None:
@@ -115,8 +119,10 @@ def submit(
     entity: EntityRow,
     req: RunSubmitRequest,
     names: Names | None = None,
+    known: KnownRows | None = None,
 ) -> RunRow:
-    """Validate, render and queue one run. ``names`` learns what the response will show."""
+    """Validate, render and queue one run. ``names`` learns what the response will show;
+    ``known`` saves the project's lookup."""
     who.require(entity, Role.MEMBER, "launching a run")
     if req.idempotency_key:
         existing = sess.execute(
@@ -125,7 +131,7 @@ def submit(
         if existing is not None:
             return existing
     queue = get_queue(sess, entity, req.queue)
-    project = get_or_create_project(sess, entity, req.project)
+    project = (known or KnownRows()).project(sess, entity, req.project)
 
     image, command, env = req.image, list(req.command or []), dict(req.env)
     values, run_config = dict(req.values), dict(req.config or {})
@@ -209,14 +215,14 @@ def submit(
     else:
         job_id, job_name = job.id, job.name
     if names is not None:
-        for table, row_id, name in (
+        for table, row_id, label in (
             (EntityRow, entity.id, entity.name),
             (ProjectRow, project.id, project.name),
             (QueueRow, queue.id, queue.name),
             (JobRow, job_id, job_name),
             (UserRow, who.user_id, who.name),
         ):
-            names.remember(table, row_id, name)
+            names.remember(table, row_id, label)
 
     at = now()
     run = RunRow(
@@ -247,10 +253,28 @@ def submit(
         cancel_requested=False,
         idempotency_key=f"{entity.id}:{req.idempotency_key}" if req.idempotency_key else None,
     )
-    transition(sess, run, RunState.QUEUED, f"submitted by {who.name}", Phase.SERVER)
-    sess.add(run)
-    sess.flush()  # one INSERT for the run, one for its transition
+    queued = _change(run, RunState.QUEUED, f"submitted by {who.name}", Phase.SERVER)
+    _insert(sess, run, queued)
     return run
+
+
+_RUN_COLUMNS = [c.key for c in RunRow.__table__.columns if c.key != "seq"]
+# Built once; the values come as execute() parameters, so SQLAlchemy's compiled cache serves
+# every submit (a .values() clause built per call cost more than the INSERT itself).
+_INSERT_RUN = insert(cast(Table, RunRow.__table__)).returning(RunRow.__table__.c.seq)
+_INSERT_TRANSITION = insert(cast(Table, RunTransitionRow.__table__))
+
+
+def _insert(sess: Session, run: RunRow, first: dict[str, Any]) -> None:
+    """INSERT a new run and its first transition as two Core statements: on the submit path
+    the ORM's unit of work cost more CPU than the statements themselves. ``run`` stays out
+    of the session: it answers the request, and a later query loads the stored row."""
+    # Only what was set: an unset JSON column must stay SQL NULL, not become JSON 'null'.
+    given = inspect(run).dict
+    run.seq = sess.execute(
+        _INSERT_RUN, {key: given[key] for key in _RUN_COLUMNS if key in given}
+    ).scalar_one()
+    sess.execute(_INSERT_TRANSITION, first)
 
 
 def get_run(sess: Session, who: Principal, run_id: str, role: Role = Role.VIEWER) -> RunRow:
@@ -357,6 +381,48 @@ def behind_reservation(
             "reservation, so smaller runs wait behind it"
         )
     return None
+
+
+class KnownRows:
+    """Entities and projects by name, kept for the life of the process.
+
+    Neither is ever renamed or deleted, so a row once committed stays right, here and in
+    sibling processes; only committed rows are kept, as plain copies that belong to no
+    session. Queues are read every time: their config changes."""
+
+    MAX_ROWS = 10_000
+
+    def __init__(self) -> None:
+        self._entities: dict[str, EntityRow] = {}
+        self._projects: dict[tuple[int, str], ProjectRow] = {}
+
+    def entity(self, sess: Session, name: str) -> EntityRow:
+        row = self._entities.get(name)
+        if row is None:
+            row = self._entities[name] = _copy(get_entity(sess, name))
+            self._bound(self._entities)
+        return row
+
+    def project(self, sess: Session, entity: EntityRow, name: str) -> ProjectRow:
+        row = self._projects.get((entity.id, name))
+        if row is not None:
+            return row
+        try:
+            row = get_project(sess, entity, name)
+        except NotFoundError:
+            return get_or_create_project(sess, entity, name)  # not committed yet: not kept
+        self._projects[(entity.id, name)] = row = _copy(row)
+        self._bound(self._projects)
+        return row
+
+    def _bound(self, rows: dict[Any, Any]) -> None:
+        if len(rows) > self.MAX_ROWS:
+            rows.clear()
+
+
+def _copy(row: _Row) -> _Row:
+    """A copy in no session: a rollback in the session that loaded ``row`` expires it."""
+    return type(row)(**{c.key: getattr(row, c.key) for c in row.__table__.columns})
 
 
 class Names:
