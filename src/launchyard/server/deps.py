@@ -12,11 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from launchyard.config import ServerSettings
 from launchyard.server.db import Database
-from launchyard.server.notify import Notifier, Topic, claim_topics
+from launchyard.server.notify import Notifier
 from launchyard.server.services.auth import Principal, authenticate
 from launchyard.server.services.runs import KnownRows
 from launchyard.server.storage import FileStore
-from launchyard.server.tables import AgentRow
 
 AUTH_CACHE_TTL_S = 5.0
 """How long a verified key's identity is reused: a revoked key or a changed role
@@ -32,7 +31,6 @@ class AppState:
     files: FileStore
     metrics: CollectorRegistry
     auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
-    agent_queues: dict[int, tuple[float, list[int] | None]] = field(default_factory=dict)
     known: KnownRows = field(default_factory=KnownRows)
 
 
@@ -84,27 +82,3 @@ async def caller(request: Request, state: Annotated[AppState, Depends(app_state)
 
 State = Annotated[AppState, Depends(app_state)]
 Caller = Annotated[Principal, Depends(caller)]
-
-
-async def agent_claim_topics(state: AppState, agent_id: int) -> frozenset[Topic] | None:
-    """What an agent's waiting claim follows (None, for an unknown agent: everything).
-
-    Its queues are cached like identities (a re-registration with other queues is seen
-    within ``AUTH_CACHE_TTL_S``; the fallback poll covers the gap), so a wait costs no
-    query. Where the claim loop has the agent row at hand, ``notify.claim_topics`` with
-    its ``queue_ids`` does the same without the cache."""
-    now = time.monotonic()
-    cached = state.agent_queues.get(agent_id)
-    if cached is None or cached[0] <= now:
-
-        def read() -> list[int] | None:
-            with state.db.session() as sess:
-                agent = sess.get(AgentRow, agent_id)
-                return list(agent.queue_ids) if agent is not None else None
-
-        if len(state.agent_queues) > 10_000:
-            state.agent_queues.clear()
-        cached = (now + AUTH_CACHE_TTL_S, await run_in_threadpool(read))
-        state.agent_queues[agent_id] = cached
-    queue_ids = cached[1]
-    return None if queue_ids is None else claim_topics(agent_id, queue_ids)

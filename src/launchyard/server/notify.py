@@ -32,6 +32,17 @@ def queue_topic(queue_id: int) -> Topic:
     return ("queue", queue_id)
 
 
+def fits_topic(queue_id: int, gpus: int) -> Topic:
+    """A run asking for ``gpus`` GPUs became claimable in this queue: an agent whose claim
+    found nothing wakes only for runs that fit its free GPUs."""
+    return ("fits", f"{queue_id}:{gpus}")
+
+
+def claimable(queue_id: int, gpus: int) -> tuple[Topic, Topic]:
+    """What to notify when a run is queued (submitted or requeued)."""
+    return queue_topic(queue_id), fits_topic(queue_id, gpus)
+
+
 def agent_topic(agent_id: int) -> Topic:
     """This agent's capacity, state (draining) or cancel list changed."""
     return ("agent", agent_id)
@@ -42,9 +53,15 @@ def run_topic(run_id: str) -> Topic:
     return ("run", run_id)
 
 
-def claim_topics(agent_id: int, queue_ids: Iterable[int]) -> frozenset[Topic]:
-    """What a waiting claim follows: its own agent and each of its queues."""
-    return frozenset([agent_topic(agent_id), *(queue_topic(q) for q in queue_ids)])
+def claim_topics(
+    agent_id: int, queue_ids: Iterable[int], gpu_queue_ids: Iterable[int] = (), free_gpus: int = 0
+) -> frozenset[Topic]:
+    """What a waiting claim follows: its own agent, every run queued in ``queue_ids``, and
+    in ``gpu_queue_ids`` (where the agent assigns GPUs itself) only runs that fit
+    ``free_gpus``: a bigger one can't be handed out until the agent's capacity changes,
+    which its own topic covers."""
+    fits = [fits_topic(q, g) for q in gpu_queue_ids for g in range(free_gpus + 1)]
+    return frozenset([agent_topic(agent_id), *(queue_topic(q) for q in queue_ids), *fits])
 
 
 def _concerns(changed: frozenset[Topic] | None, wanted: frozenset[Topic] | None) -> bool:

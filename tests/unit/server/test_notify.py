@@ -10,7 +10,14 @@ from collections.abc import Callable
 import pytest
 
 from launchyard.server import notify
-from launchyard.server.notify import Notifier, agent_topic, claim_topics, queue_topic, run_topic
+from launchyard.server.notify import (
+    Notifier,
+    agent_topic,
+    claim_topics,
+    fits_topic,
+    queue_topic,
+    run_topic,
+)
 from launchyard.server.services import agents as agents_service
 
 from .test_agents import claim, setup
@@ -67,6 +74,12 @@ def test_a_waiter_far_behind_is_woken_at_once() -> None:
 
 def test_claim_topics() -> None:
     assert claim_topics(3, [1, 2]) == {agent_topic(3), queue_topic(1), queue_topic(2)}
+    # Where the agent assigns GPUs, only runs that fit its free GPUs wake it.
+    assert claim_topics(3, [], [7], free_gpus=1) == {
+        agent_topic(3),
+        fits_topic(7, 0),
+        fits_topic(7, 1),
+    }
 
 
 def test_a_waiting_claim_ignores_other_queues_and_wakes_for_its_own(
@@ -105,6 +118,37 @@ def test_a_waiting_claim_ignores_other_queues_and_wakes_for_its_own(
     thread.join(10)
     assert [r["id"] for r in result["reply"]["runs"]] == [run_id]  # type: ignore[index]
     assert len(attempts) == 2  # the first look, then the submit to its own queue
+
+
+def test_a_waiting_claim_ignores_runs_bigger_than_its_free_gpus(
+    sqlite_server, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(notify, "FALLBACK_POLL_S", 30.0)
+    attempts: list[int] = []
+    real_claim = agents_service.claim
+
+    def counting_claim(*args, **kwargs):  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(agents_service, "claim", counting_claim)
+    c = sqlite_server.client()
+    agent_id = setup(c)
+    result: dict[str, object] = {}
+    thread = threading.Thread(  # one GPU free
+        target=lambda: result.update(reply=claim(c, agent_id, 1, 4, wait_s=20))
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not attempts:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for _ in range(3):  # can't be handed out before the agent's capacity changes
+        c.submit("default", {"queue": "gpu", "command": ["true"], "values": {"gpus": 2}})
+    run_id = c.submit("default", {"queue": "gpu", "command": ["true"], "values": {"gpus": 1}})["id"]
+    thread.join(10)
+    assert [r["id"] for r in result["reply"]["runs"]] == [run_id]  # type: ignore[index]
+    assert len(attempts) == 2  # the first look, then the run that fits
 
 
 def test_a_heartbeat_wakes_its_agents_claim(sqlite_server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from launchyard.server.deps import Caller, State, agent_claim_topics
-from launchyard.server.notify import agent_topic, queue_topic, run_topic
+from launchyard.server.deps import Caller, State
+from launchyard.server.notify import Topic, agent_topic, claimable, run_topic
 from launchyard.server.schemas.agents import (
     AgentRegisterRequest,
     AgentRegisterResponse,
@@ -65,10 +65,10 @@ async def claim(agent_id: AgentId, req: ClaimRequest, state: State, who: Caller)
     """
     settings = state.settings
 
-    def attempt(first: bool) -> ClaimResponse:
+    def attempt(first: bool) -> tuple[ClaimResponse, frozenset[Topic]]:
         with state.db.session() as sess:
             agent = service.get_agent(sess, who, agent_id)
-            return service.claim(
+            result = service.claim(
                 sess,
                 agent,
                 req.capacity if first else None,
@@ -76,17 +76,18 @@ async def claim(agent_id: AgentId, req: ClaimRequest, state: State, who: Caller)
                 reserve_after_s=settings.reserve_after_s,
                 is_postgres=state.db.is_postgres,
             )
+            return result, service.wake_topics(sess, agent)
 
     deadline = time.monotonic() + min(req.wait_s, settings.lease_ttl_s / 2)
     first = True
     while True:
         version = state.notifier.version
-        result = await run_in_threadpool(attempt, first)
+        result, topics = await run_in_threadpool(attempt, first)
         first = False
         remaining = deadline - time.monotonic()
         if result.runs or result.cancel or result.draining or remaining <= 0:
             return result
-        await state.notifier.wait(version, remaining, await agent_claim_topics(state, agent_id))
+        await state.notifier.wait(version, remaining, topics)
 
 
 @router.post("/agents/{agent_id}/heartbeat")
@@ -123,7 +124,7 @@ def report_state(run_id: str, req: StateReport, state: State, who: Caller) -> di
         new_state = run.state
     # A preempted run is queued again (wake its queue's claims); any report wakes followers.
     state.notifier.notify(
-        run_topic(run_id), *([queue_topic(run.queue_id)] if new_state == "queued" else [])
+        run_topic(run_id), *(claimable(run.queue_id, run.gpus) if new_state == "queued" else ())
     )
     return {"state": new_state}
 

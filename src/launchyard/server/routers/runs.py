@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from launchyard.errors import LaunchyardError
 from launchyard.server.deps import Caller, State
-from launchyard.server.notify import agent_topic, queue_topic, run_topic
+from launchyard.server.notify import agent_topic, claimable, run_topic
 from launchyard.server.schemas.runs import (
     LogsResponse,
     RunBatchRequest,
@@ -34,7 +34,7 @@ def submit(entity: str, req: RunSubmitRequest, state: State, who: Caller) -> Run
         ent = state.known.entity(sess, entity)
         run = service.submit(sess, who, ent, req, names, state.known)
         response = service.to_response(sess, run, names, detail=False)
-    state.notifier.notify(queue_topic(run.queue_id))
+    state.notifier.notify(*claimable(run.queue_id, run.gpus))
     return response
 
 
@@ -55,7 +55,7 @@ def submit_batch(entity: str, req: RunBatchRequest, state: State, who: Caller) -
                 ) from None
             runs.append(run)
             responses.append(service.to_response(sess, run, names, detail=False))
-    state.notifier.notify(*{queue_topic(r.queue_id) for r in runs})
+    state.notifier.notify(*{t for r in runs for t in claimable(r.queue_id, r.gpus)})
     return RunBatchResponse(runs=responses)
 
 

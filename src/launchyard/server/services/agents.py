@@ -29,6 +29,7 @@ from launchyard.models.runs import (
     Phase,
     RunState,
 )
+from launchyard.server.notify import Topic, claim_topics
 from launchyard.server.schemas.agents import (
     AgentRegisterRequest,
     AgentResponse,
@@ -266,6 +267,19 @@ def pick_runs(
         explain=False,
     )
     return decision.picked
+
+
+def wake_topics(sess: Session, agent: AgentRow) -> frozenset[Topic]:
+    """What can give a claim that found nothing something to hand out (``notify.py``)."""
+    if agent.free_slots <= 0 or agent.state == "draining":
+        return claim_topics(agent.id, [])  # only a change of its own capacity or state
+    rows = sess.execute(
+        select(QueueRow.id, QueueRow.resource).where(QueueRow.id.in_(agent.queue_ids))
+    )
+    resources = {queue_id: resource for queue_id, resource in rows}
+    gpu_queues = [q for q, r in resources.items() if get_backend_class(r).assigns_gpus]
+    other_queues = [q for q in resources if q not in gpu_queues]
+    return claim_topics(agent.id, other_queues, gpu_queues, agent.free_gpus)
 
 
 def heartbeat(
