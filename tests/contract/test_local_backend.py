@@ -665,3 +665,29 @@ def test_the_agents_own_launchyard_settings_do_not_reach_the_run(
     text = out.read_text()
     assert "ly_agent-secret" not in text
     assert "LAUNCHYARD_HOST=http://server" in text and "LAUNCHYARD_RUN_ID=envleak" in text
+
+
+@local_only
+def test_the_backend_says_at_once_when_an_attempt_ends(
+    make_backend: MakeBackend, make_spec: MakeSpec
+) -> None:
+    """``on_change`` is called (from a thread) when the supervisor exits, after exit.json."""
+    backend = make_backend()
+    woken: list[str] = []
+    observed: list[Phase] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        def wake(run_id: str) -> None:  # as the agent does: hop onto the event loop
+            loop.call_soon_threadsafe(woken.append, run_id)
+
+        backend.on_change(wake)
+        spec = make_spec(["sh", "-c", "exit 4"])
+        handle = await backend.launch(spec)
+        await wait_until(lambda: bool(woken), "the wake-up", timeout=5)
+        observed.append((await backend.poll(handle)).phase)  # already known: no later tick
+        assert woken == [spec.run_id]
+
+    asyncio.run(scenario())
+    assert observed == [Phase.FAILED]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -144,6 +145,23 @@ def _has_exited(pid: int) -> bool:
         return True
 
 
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits; None where the kernel has none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Linux < 5.3, or not Linux
+        return None
+
+
+def _nap(pidfd: int | None) -> None:
+    """Sleep one tick, or less: waking the moment the child exits (a freed GPU is handed on
+    at once, not up to a tick later)."""
+    if pidfd is None:
+        time.sleep(TICK_S)
+    else:
+        select.select([pidfd], [], [], TICK_S)
+
+
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while group_running(pgid) and time.monotonic() < deadline:
@@ -166,12 +184,17 @@ def _cancel_grace_s(run_dir: Path, default: float) -> float:
 
 def _watch(run_dir: Path, pid: int, grace_s: float, lease_ttl_s: float) -> tuple[str | None, float]:
     """Wait for the end: (None, 0) when the command exited, else (reason, grace) to stop it."""
-    while not _has_exited(pid):
-        if _Stop.requested or (run_dir / CANCEL_FILE).exists():
-            return CANCELLED, _cancel_grace_s(run_dir, grace_s)
-        if _lease_age_s(run_dir) > LEASE_FRACTION * lease_ttl_s:
-            return LEASE_LOST, min(grace_s, LEASE_GRACE_FRACTION * lease_ttl_s)
-        time.sleep(TICK_S)
+    pidfd = _pidfd(pid)
+    try:
+        while not _has_exited(pid):
+            if _Stop.requested or (run_dir / CANCEL_FILE).exists():
+                return CANCELLED, _cancel_grace_s(run_dir, grace_s)
+            if _lease_age_s(run_dir) > LEASE_FRACTION * lease_ttl_s:
+                return LEASE_LOST, min(grace_s, LEASE_GRACE_FRACTION * lease_ttl_s)
+            _nap(pidfd)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return None, 0.0
 
 

@@ -35,7 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,6 +70,7 @@ class LocalBackend(Backend):
         self.runs_dir = self.state_dir / "runs"
         self.lease_ttl_s = lease_ttl_s
         self.python = python
+        self._wake: Callable[[str], None] | None = None
 
     # -- the interface -----------------------------------------------------------------
 
@@ -149,6 +150,9 @@ class LocalBackend(Backend):
         if run_dir is not None:
             await asyncio.to_thread(shutil.rmtree, run_dir, True)
 
+    def on_change(self, wake: Callable[[str], None]) -> None:
+        self._wake = wake
+
     async def live_handles(self) -> list[Handle]:
         """Handles of the attempts still running (supervisor alive, no end recorded).
 
@@ -181,7 +185,7 @@ class LocalBackend(Backend):
             os.utime(run_dir / sup.LEASE_FILE)
             # An agent killed between here and handle.json (microseconds) leaves a supervisor
             # that a later launch does not see; everything else is found again.
-            pid = self._start_supervisor(run_dir, cwd, spec.command)
+            pid = self._start_supervisor(run_dir, cwd, spec.command, spec.run_id)
             start_time = sup.process_start_time(pid)
             if start_time is None and not (run_dir / sup.EXIT_FILE).exists():
                 log = (run_dir / sup.SUPERVISOR_LOG).read_text(errors="replace")[-2000:]
@@ -195,7 +199,7 @@ class LocalBackend(Backend):
             sup.write_json_atomic(run_dir / sup.HANDLE_FILE, handle.to_json())
             return handle
 
-    def _start_supervisor(self, run_dir: Path, cwd: Path, command: list[str]) -> int:
+    def _start_supervisor(self, run_dir: Path, cwd: Path, command: list[str], run_id: str) -> int:
         args = [str(run_dir), str(DEFAULT_GRACE_S), str(self.lease_ttl_s), str(cwd), *command]
         # Started with SIGTERM blocked (only this worker thread blocks it; the mask is inherited
         # through exec): the supervisor unblocks it once its handler is set, so a cancel that
@@ -216,9 +220,17 @@ class LocalBackend(Backend):
             ) from exc
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        # Reap it when it ends, so it leaves no zombie behind in a long-lived agent.
-        threading.Thread(target=proc.wait, name=f"reap-supervisor-{proc.pid}", daemon=True).start()
+        # Reap it when it ends, so it leaves no zombie behind in a long-lived agent, and tell
+        # the agent at once: the supervisor exits right after writing exit.json.
+        threading.Thread(
+            target=self._reap, args=(proc, run_id), name=f"reap-supervisor-{proc.pid}", daemon=True
+        ).start()
         return proc.pid
+
+    def _reap(self, proc: subprocess.Popen[bytes], run_id: str) -> None:
+        proc.wait()
+        if self._wake is not None:
+            self._wake(run_id)
 
     def _working_dir(self, spec: LaunchSpec, run_dir: Path) -> Path:
         configured = spec.config.get("working_dir")
