@@ -691,3 +691,38 @@ def test_the_backend_says_at_once_when_an_attempt_ends(
 
     asyncio.run(scenario())
     assert observed == [Phase.FAILED]
+
+
+def _stat(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2 :].split()  # state, ppid, pgrp, session, ...
+
+
+@local_only
+def test_supervisors_are_forked_by_a_helper_that_comes_back(
+    make_backend: MakeBackend, make_spec: MakeSpec
+) -> None:
+    """Forked, not exec'd, yet each in its own session; runs outlive a killed helper."""
+    backend = make_backend()
+    assert isinstance(backend, LocalBackend)
+
+    async def scenario() -> None:
+        handle = await backend.launch(make_spec(["sleep", "100"]))
+        supervisor = int(handle.data["pid"])
+        helper = backend._spawner._proc
+        assert helper is not None
+        state, ppid, _, session = _stat(supervisor)[:4]
+        assert int(ppid) == helper.pid and int(session) == supervisor
+
+        os.kill(helper.pid, signal.SIGKILL)
+        helper.wait()
+        assert (await backend.poll(handle)).phase is Phase.RUNNING  # the run goes on
+
+        again = await backend.launch(make_spec(["sh", "-c", "exit 5"]))
+        assert backend._spawner._proc is not None and backend._spawner._proc.pid != helper.pid
+        assert (await wait_for_end(backend, again)).exit_code == 5
+
+        await backend.cancel(handle, grace_s=1)
+        assert (await wait_for_end(backend, handle)).phase is Phase.CANCELLED
+
+    asyncio.run(scenario())

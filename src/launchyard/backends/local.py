@@ -2,7 +2,8 @@
 
 Every attempt gets a folder, ``<state_dir>/runs/<run_id>-<attempt>/``, and a
 supervisor process (:mod:`launchyard.backends._supervisor`) started in a session
-of its own. The supervisor, not the agent, is the parent of the run. Why:
+of its own, forked by a small helper process (:mod:`launchyard.backends._spawner`).
+The supervisor, not the agent, is the parent of the run. Why:
 
 - The exit status is collected by the supervisor and written to ``exit.json``,
   so it survives the agent being SIGKILLed and restarted. A restarted agent finds
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from launchyard.backends import _supervisor as sup
+from launchyard.backends._spawner import HelperLostError, Spawner
 from launchyard.backends.base import Backend, Handle, LaunchSpec, LogChunk, Observation, Phase
 from launchyard.errors import BackendError, InvalidInputError
 
@@ -71,6 +73,9 @@ class LocalBackend(Backend):
         self.lease_ttl_s = lease_ttl_s
         self.python = python
         self._wake: Callable[[str], None] | None = None
+        self._spawner = Spawner(
+            python, SUPERVISOR_SCRIPT, self.state_dir / "supervisor-helper.log", self._ended
+        )
 
     # -- the interface -----------------------------------------------------------------
 
@@ -145,6 +150,10 @@ class LocalBackend(Backend):
     async def keepalive(self, handle: Handle) -> None:
         await asyncio.to_thread(self._keepalive, handle)
 
+    async def close(self) -> None:
+        """Stop the supervisor helper; the supervisors it forked, and their runs, go on."""
+        await asyncio.to_thread(self._spawner.close)
+
     async def release(self, handle: Handle) -> None:
         run_dir = self._run_dir(handle.run_id, handle.attempt)
         if run_dir is not None:
@@ -200,6 +209,27 @@ class LocalBackend(Backend):
             return handle
 
     def _start_supervisor(self, run_dir: Path, cwd: Path, command: list[str], run_id: str) -> int:
+        request = {
+            "run_dir": str(run_dir),
+            "grace_s": DEFAULT_GRACE_S,
+            "lease_ttl_s": self.lease_ttl_s,
+            "cwd": str(cwd),
+            "command": command,
+        }
+        try:
+            pid = self._spawner.start(run_id, request)
+        except HelperLostError as exc:
+            # A supervisor may have been forked that nobody will hear of: an expired lease
+            # makes it stop the command at its first tick, and this attempt fails.
+            with contextlib.suppress(OSError):
+                os.utime(run_dir / sup.LEASE_FILE, (0, 0))
+            raise BackendError(f"could not start the local supervisor: {exc}") from exc
+        if pid is not None:
+            return pid
+        return self._spawn_supervisor(run_dir, cwd, command, run_id)
+
+    def _spawn_supervisor(self, run_dir: Path, cwd: Path, command: list[str], run_id: str) -> int:
+        """A new interpreter per supervisor: the fallback when the helper cannot be had."""
         args = [str(run_dir), str(DEFAULT_GRACE_S), str(self.lease_ttl_s), str(cwd), *command]
         # Started with SIGTERM blocked (only this worker thread blocks it; the mask is inherited
         # through exec): the supervisor unblocks it once its handler is set, so a cancel that
@@ -229,6 +259,10 @@ class LocalBackend(Backend):
 
     def _reap(self, proc: subprocess.Popen[bytes], run_id: str) -> None:
         proc.wait()
+        self._ended(run_id)
+
+    def _ended(self, run_id: str) -> None:
+        """A supervisor exited (it writes exit.json first): tell the agent at once."""
         if self._wake is not None:
             self._wake(run_id)
 
