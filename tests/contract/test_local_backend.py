@@ -726,3 +726,20 @@ def test_supervisors_are_forked_by_a_helper_that_comes_back(
         assert (await wait_for_end(backend, handle)).phase is Phase.CANCELLED
 
     asyncio.run(scenario())
+
+
+@local_only
+def test_without_the_helper_supervisors_are_spawned_as_before(
+    make_backend: MakeBackend, make_spec: MakeSpec
+) -> None:
+    backend = make_backend()
+    assert isinstance(backend, LocalBackend)
+    (backend.state_dir / "supervisor-helper.log").mkdir(parents=True)  # the helper cannot start
+
+    async def scenario() -> None:
+        handle = await backend.launch(make_spec(["sh", "-c", "sleep 0.2; exit 6"]))
+        assert backend._spawner._proc is None
+        assert int(_stat(int(handle.data["pid"]))[1]) == os.getpid()  # our own child
+        assert (await wait_for_end(backend, handle)).exit_code == 6
+
+    asyncio.run(scenario())
