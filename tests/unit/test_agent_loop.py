@@ -13,7 +13,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,12 @@ class FakeServer:
             remaining = deadline - time.monotonic()
             if handed or remaining <= 0:
                 return {"runs": handed, "cancel": [], "draining": False}
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            # Not wait_for: on 3.11 it can swallow a cancel that races with the event.
+            waiter = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=remaining)
+            finally:
+                waiter.cancel()
 
     def _hand_out(self, run_id: str) -> dict[str, Any]:
         run = self.runs[run_id]

@@ -84,6 +84,8 @@ class Agent:
         self._woken: set[str] = set()
         """Runs a backend said may have ended: polled at once, not at the next sweep."""
         self._watch_now = asyncio.Event()
+        self._stopped_at_limit: set[str] = set()
+        """Runs this process has asked its backend to stop at their time limit."""
 
     # ---- capacity -------------------------------------------------------------------------
 
@@ -433,14 +435,17 @@ class Agent:
         adopting agent keeps counting).
         """
         limit = rec.claimed.get("time_limit_s")
-        if limit is None or rec.running_since is None or rec.limit_hit:
+        if limit is None or rec.running_since is None or rec.run_id in self._stopped_at_limit:
             return
         if time.time() - rec.running_since < float(limit):
             return
-        log.info("run %s reached its time limit of %s: stopping it", rec.run_id, limit)
-        rec.limit_hit = True
-        self.store.save(rec)
+        if not rec.limit_hit:
+            log.info("run %s reached its time limit of %s s: stopping it", rec.run_id, limit)
+            rec.limit_hit = True
+            self.store.save(rec)
+        # Sent again on the next tick if it fails, and once more by an adopting agent.
         await backend.cancel(handle, self.settings.cancel_grace_s)
+        self._stopped_at_limit.add(rec.run_id)
 
     async def _upload_logs(
         self, rec: InFlight, backend: Backend, handle: Handle, *, drain: bool
@@ -609,6 +614,7 @@ class Agent:
         if self.inflight.get(rec.run_id) is rec:
             del self.inflight[rec.run_id]
             self._launching.discard(rec.run_id)
+            self._stopped_at_limit.discard(rec.run_id)
             self.store.delete(rec.run_id)
             if not capacity_reported:  # tell the server through the next heartbeat, at once
                 self._capacity_changed.set()
