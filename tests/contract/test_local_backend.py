@@ -665,3 +665,81 @@ def test_the_agents_own_launchyard_settings_do_not_reach_the_run(
     text = out.read_text()
     assert "ly_agent-secret" not in text
     assert "LAUNCHYARD_HOST=http://server" in text and "LAUNCHYARD_RUN_ID=envleak" in text
+
+
+@local_only
+def test_the_backend_says_at_once_when_an_attempt_ends(
+    make_backend: MakeBackend, make_spec: MakeSpec
+) -> None:
+    """``on_change`` is called (from a thread) when the supervisor exits, after exit.json."""
+    backend = make_backend()
+    woken: list[str] = []
+    observed: list[Phase] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        def wake(run_id: str) -> None:  # as the agent does: hop onto the event loop
+            loop.call_soon_threadsafe(woken.append, run_id)
+
+        backend.on_change(wake)
+        spec = make_spec(["sh", "-c", "exit 4"])
+        handle = await backend.launch(spec)
+        await wait_until(lambda: bool(woken), "the wake-up", timeout=5)
+        observed.append((await backend.poll(handle)).phase)  # already known: no later tick
+        assert woken == [spec.run_id]
+
+    asyncio.run(scenario())
+    assert observed == [Phase.FAILED]
+
+
+def _stat(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2 :].split()  # state, ppid, pgrp, session, ...
+
+
+@local_only
+def test_supervisors_are_forked_by_a_helper_that_comes_back(
+    make_backend: MakeBackend, make_spec: MakeSpec
+) -> None:
+    """Forked, not exec'd, yet each in its own session; runs outlive a killed helper."""
+    backend = make_backend()
+    assert isinstance(backend, LocalBackend)
+
+    async def scenario() -> None:
+        handle = await backend.launch(make_spec(["sleep", "100"]))
+        supervisor = int(handle.data["pid"])
+        helper = backend._spawner._proc
+        assert helper is not None
+        state, ppid, _, session = _stat(supervisor)[:4]
+        assert int(ppid) == helper.pid and int(session) == supervisor
+
+        os.kill(helper.pid, signal.SIGKILL)
+        helper.wait()
+        assert (await backend.poll(handle)).phase is Phase.RUNNING  # the run goes on
+
+        again = await backend.launch(make_spec(["sh", "-c", "exit 5"]))
+        assert backend._spawner._proc is not None and backend._spawner._proc.pid != helper.pid
+        assert (await wait_for_end(backend, again)).exit_code == 5
+
+        await backend.cancel(handle, grace_s=1)
+        assert (await wait_for_end(backend, handle)).phase is Phase.CANCELLED
+
+    asyncio.run(scenario())
+
+
+@local_only
+def test_without_the_helper_supervisors_are_spawned_as_before(
+    make_backend: MakeBackend, make_spec: MakeSpec
+) -> None:
+    backend = make_backend()
+    assert isinstance(backend, LocalBackend)
+    (backend.state_dir / "supervisor-helper.log").mkdir(parents=True)  # the helper cannot start
+
+    async def scenario() -> None:
+        handle = await backend.launch(make_spec(["sh", "-c", "sleep 0.2; exit 6"]))
+        assert backend._spawner._proc is None
+        assert int(_stat(int(handle.data["pid"]))[1]) == os.getpid()  # our own child
+        assert (await wait_for_end(backend, handle)).exit_code == 6
+
+    asyncio.run(scenario())

@@ -8,7 +8,8 @@ Three concurrent tasks share one event loop and never block it:
   capacity (which wakes this agent's waiting claim on the server), and kills
   runs whose lease the server says is lost.
 - ``_watch_loop`` polls the backend for each run, uploads new log output in
-  batches and reports the end.
+  batches and reports the end. A backend that knows when an attempt ends (local)
+  wakes it for that run at once; the poll interval is the fallback for the rest.
 
 Exact GPU ids are chosen here, from the agent's own free set, so two runs
 never share a device. Everything held is written to disk (``store.py``): a
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,16 @@ from launchyard.client import AgentClient
 from launchyard.config import AgentSettings, default_data_dir
 from launchyard.errors import LaunchyardError, ServerUnavailableError, StaleLeaseError
 from launchyard.models import secrets
+from launchyard.models.durations import format_duration
 from launchyard.models.runs import RunState
 
 log = logging.getLogger("launchyard.agent")
 
 CLAIM_WAIT_S = 20.0
 RETRY_MAX_S = 5.0
+STARTING_REPORT_AFTER_S = 1.0
+"""A launch still busy after this long (an image pull) is reported as `starting`; a quick one
+(local, a cached image) goes from `claimed` straight to `running`: one request less a run."""
 
 _END_STATES = {
     Phase.SUCCEEDED: RunState.FINISHED,
@@ -75,20 +81,31 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[str] = set()
         """Runs whose launch task has not finished: the watch loop leaves them alone."""
+        self._woken: set[str] = set()
+        """Runs a backend said may have ended: polled at once, not at the next sweep."""
+        self._watch_now = asyncio.Event()
+        self._stopped_at_limit: set[str] = set()
+        """Runs this process has asked its backend to stop at their time limit."""
 
     # ---- capacity -------------------------------------------------------------------------
 
+    def _holding(self) -> list[InFlight]:
+        """Runs that hold a slot and GPUs: an attempt that ended holds nothing, even while
+        its end is being reported."""
+        return [rec for rec in self.inflight.values() if not rec.ended]
+
     def free_gpu_ids(self) -> list[int]:
-        used = {g for rec in self.inflight.values() for g in rec.gpu_ids}
+        used = {g for rec in self._holding() for g in rec.gpu_ids}
         return [g for g in self.gpu_ids if g not in used]
 
     def capacity(self) -> dict[str, Any]:
         self._seq += 1
-        holders = {str(g): rec.run_id for rec in self.inflight.values() for g in rec.gpu_ids}
+        holding = self._holding()
+        holders = {str(g): rec.run_id for rec in holding for g in rec.gpu_ids}
         return {
             "seq": self._seq,
             "free_gpus": len(self.free_gpu_ids()),
-            "free_slots": max(self.settings.max_jobs - len(self.inflight), 0),
+            "free_slots": max(self.settings.max_jobs - len(holding), 0),
             "gpu_holders": holders,
         }
 
@@ -97,6 +114,9 @@ class Agent:
     async def run(self) -> None:
         resources = await self._register()
         self._create_backends(resources)
+        loop = asyncio.get_running_loop()
+        for backend in self.backends.values():
+            backend.on_change(lambda run_id: self._wake_threadsafe(loop, run_id))
         await self._adopt()
         loops = [
             asyncio.create_task(self._claim_loop(), name="claim"),
@@ -174,6 +194,8 @@ class Agent:
         for rec in self.store.load_all():
             self.inflight[rec.run_id] = rec
             log.info("adopting run %s (attempt %d)", rec.run_id, rec.attempt)
+            if rec.reported_running and rec.running_since is None:  # stored by an older agent
+                rec.running_since = time.time()
             if rec.handle is None:
                 # Crashed mid-launch: launch is idempotent per attempt, so retry it.
                 self._launching.add(rec.run_id)
@@ -291,8 +313,7 @@ class Agent:
         try:
             if backend is None:
                 raise LaunchyardError(f"this agent has no {rec.resource} backend")
-            await self._report(rec, RunState.STARTING, f"launching on {self.name}", phase="launch")
-            handle = await backend.launch(self._spec(rec))
+            handle = await self._start(rec, backend)
         except StaleLeaseError:
             return self._forget(rec)
         except Exception as exc:  # any launch failure ends the run, with the reason
@@ -312,6 +333,27 @@ class Agent:
             await self._report_progress(rec, obs)
         finally:
             self._launching.discard(rec.run_id)  # from now on the watch loop reports its end
+            if rec.run_id in self._woken:  # it ended while launching: finish it now
+                self._watch_now.set()
+
+    async def _start(self, rec: InFlight, backend: Backend) -> Handle:
+        """Launch, telling the server `starting` only if the launch is slow."""
+        launch = asyncio.ensure_future(backend.launch(self._spec(rec)))
+        done, _ = await asyncio.wait({launch}, timeout=STARTING_REPORT_AFTER_S)
+        if not done:
+            try:
+                await self._report(
+                    rec, RunState.STARTING, f"launching on {self.name}", phase="launch"
+                )
+            except StaleLeaseError:  # not ours any more: stop what the launch starts
+                with contextlib.suppress(Exception):
+                    handle = await launch
+                    await backend.cancel(handle, 0)
+                    await backend.release(handle)
+                raise
+            except LaunchyardError as exc:  # only informative: the launch goes on
+                log.warning("could not report run %s as starting: %s", rec.run_id, exc)
+        return await launch
 
     async def _report_progress(self, rec: InFlight, obs: Observation) -> None:
         """Tell the server a launched run is running, or why the engine keeps it pending."""
@@ -326,6 +368,7 @@ class Agent:
                     gpu_ids=rec.gpu_ids,
                 )
                 rec.reported_running = True
+                rec.running_since = time.time()  # the time limit counts from here
                 self.store.save(rec)
             elif obs.phase is Phase.PENDING and obs.reason and obs.reason != rec.pending_reason:
                 await self._report(
@@ -337,15 +380,38 @@ class Agent:
 
     # ---- watching -------------------------------------------------------------------------
 
+    def _wake_threadsafe(self, loop: asyncio.AbstractEventLoop, run_id: str) -> None:
+        """A backend's ``on_change`` callback: called from its threads."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: the agent is gone
+            loop.call_soon_threadsafe(self._wake, run_id)
+
+    def _wake(self, run_id: str) -> None:
+        self._woken.add(run_id)
+        self._watch_now.set()
+
     async def _watch_loop(self) -> None:
+        """Poll every run once per ``poll_interval_s``, and a woken run at once."""
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
         while not self._stopping.is_set():
+            sweep = loop.time() >= next_sweep
+            if sweep:
+                next_sweep = loop.time() + self.settings.poll_interval_s
             held = [
                 rec
                 for rec in self.inflight.values()
-                if rec.handle is not None and rec.run_id not in self._launching
+                if rec.handle is not None
+                and rec.run_id not in self._launching
+                and (sweep or rec.run_id in self._woken)
             ]
+            self._woken.difference_update(rec.run_id for rec in held)
+            self._woken.intersection_update(self.inflight)  # runs already gone need no wake
             await asyncio.gather(*(self._watch(rec) for rec in held), return_exceptions=True)
-            await asyncio.sleep(self.settings.poll_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._watch_now.wait(), timeout=max(next_sweep - loop.time(), 0)
+                )
+            self._watch_now.clear()
 
     async def _watch(self, rec: InFlight) -> None:
         backend = self.backends[rec.resource]
@@ -360,6 +426,26 @@ class Agent:
             await self._finish(rec, backend, handle, obs)
         else:
             await self._report_progress(rec, obs)
+            await self._enforce_time_limit(rec, backend, handle)
+
+    async def _enforce_time_limit(self, rec: InFlight, backend: Backend, handle: Handle) -> None:
+        """Stop an attempt that has run past its limit; ``_finish`` reports it failed.
+
+        Counted from the `running` report, on this machine's wall clock (stored, so an
+        adopting agent keeps counting).
+        """
+        limit = rec.claimed.get("time_limit_s")
+        if limit is None or rec.running_since is None or rec.run_id in self._stopped_at_limit:
+            return
+        if time.time() - rec.running_since < float(limit):
+            return
+        if not rec.limit_hit:
+            log.info("run %s reached its time limit of %s s: stopping it", rec.run_id, limit)
+            rec.limit_hit = True
+            self.store.save(rec)
+        # Sent again on the next tick if it fails, and once more by an adopting agent.
+        await backend.cancel(handle, self.settings.cancel_grace_s)
+        self._stopped_at_limit.add(rec.run_id)
 
     async def _upload_logs(
         self, rec: InFlight, backend: Backend, handle: Handle, *, drain: bool
@@ -390,6 +476,10 @@ class Agent:
     ) -> None:
         state = _END_STATES[obs.phase]
         reason = obs.reason or state.value
+        phase = "run"
+        if rec.limit_hit and obs.phase is not Phase.SUCCEEDED:
+            limit = format_duration(float(rec.claimed["time_limit_s"]))
+            state, reason, phase = RunState.FAILED, f"stopped at its time limit of {limit}", "agent"
         try:
             await self._upload_outputs(rec)
         except ServerUnavailableError:
@@ -398,12 +488,17 @@ class Agent:
             log.warning("outputs of run %s were not uploaded: %s", rec.run_id, exc)
         if state is RunState.CANCELLED and not rec.cancel_requested:
             state = RunState.FAILED  # killed, but nobody asked for it
+        # It holds nothing now; the report carries the freed capacity, so the server can hand
+        # it on at once (no separate heartbeat), and a claim answered meanwhile fits.
+        rec.ended = True
         try:
-            await self._report(rec, state, reason, phase="run", exit_code=obs.exit_code)
+            accepted = await self._report(
+                rec, state, reason, phase=phase, exit_code=obs.exit_code, capacity=self.capacity()
+            )
         except ServerUnavailableError:
             return  # try again on the next tick: the end is still on disk
+        self._forget(rec, capacity_reported=accepted)
         await backend.release(handle)
-        self._forget(rec)
 
     async def _upload_outputs(self, rec: InFlight) -> None:
         folder = self._output_dir(rec)
@@ -442,6 +537,8 @@ class Agent:
         lost = set(reply.get("lost", []))
         self.draining = bool(reply.get("draining"))
         for rec in held:
+            if self.inflight.get(rec.run_id) is not rec or rec.ended:
+                continue  # its end was reported meanwhile (so the server no longer leases it)
             if rec.run_id in lost:
                 log.warning("lost the lease on run %s: stopping it", rec.run_id)
                 self._spawn(self._abandon(rec))
@@ -493,7 +590,8 @@ class Agent:
         *,
         phase: str = "agent",
         **extra: Any,
-    ) -> None:
+    ) -> bool:
+        """True when the server took it; False when an end came after the lease was gone."""
         body = {
             "lease_token": rec.lease_token,
             "state": state.value,
@@ -505,15 +603,18 @@ class Agent:
             await self.client.report(rec.run_id, body)
         except StaleLeaseError:
             if state.is_terminal or state is RunState.PREEMPTED:
-                return
+                return False
             log.warning("lease on run %s is gone; stopping it", rec.run_id)
             await self._abandon(rec)
             raise
+        return True
 
-    def _forget(self, rec: InFlight) -> None:
+    def _forget(self, rec: InFlight, *, capacity_reported: bool = False) -> None:
         # A requeued run may already be back here as its next attempt: forget only this one.
         if self.inflight.get(rec.run_id) is rec:
             del self.inflight[rec.run_id]
             self._launching.discard(rec.run_id)
+            self._stopped_at_limit.discard(rec.run_id)
             self.store.delete(rec.run_id)
-            self._capacity_changed.set()
+            if not capacity_reported:  # tell the server through the next heartbeat, at once
+                self._capacity_changed.set()

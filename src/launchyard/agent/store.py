@@ -25,6 +25,12 @@ class InFlight:
     log_offset: int = 0
     cancel_requested: bool = False
     reported_running: bool = False
+    running_since: float | None = None
+    """Wall-clock time of the `running` report: where the run's time limit counts from."""
+    limit_hit: bool = False
+    """Stopped at its time limit: its end is reported as failed for that reason."""
+    ended: bool = False
+    """The attempt ended and its end is being reported: it holds no slot or GPU."""
     pending_reason: str | None = None
 
 

@@ -21,6 +21,11 @@ process group and stays with it until the end:
 Usage: ``python -I -S _supervisor.py RUN_DIR GRACE_S LEASE_TTL_S CWD COMMAND...``;
 the run's exact environment is read from ``RUN_DIR/env.json``.
 
+``python -I -S _supervisor.py --serve`` is a small long-lived helper: it reads the same
+arguments as JSON lines on stdin and forks a supervisor for each (about 1 ms, where a new
+interpreter costs about 25 ms of CPU before the command starts). The forked child calls
+``setsid`` and then is exactly the process above: the guarantees do not change.
+
 The local backend imports the helpers and file names below, so both sides agree.
 """
 
@@ -29,10 +34,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,6 +151,23 @@ def _has_exited(pid: int) -> bool:
         return True
 
 
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits; None where the kernel has none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Linux < 5.3, or not Linux
+        return None
+
+
+def _nap(pidfd: int | None) -> None:
+    """Sleep one tick, or less: waking the moment the child exits (a freed GPU is handed on
+    at once, not up to a tick later)."""
+    if pidfd is None:
+        time.sleep(TICK_S)
+    else:
+        select.select([pidfd], [], [], TICK_S)
+
+
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while group_running(pgid) and time.monotonic() < deadline:
@@ -166,12 +190,17 @@ def _cancel_grace_s(run_dir: Path, default: float) -> float:
 
 def _watch(run_dir: Path, pid: int, grace_s: float, lease_ttl_s: float) -> tuple[str | None, float]:
     """Wait for the end: (None, 0) when the command exited, else (reason, grace) to stop it."""
-    while not _has_exited(pid):
-        if _Stop.requested or (run_dir / CANCEL_FILE).exists():
-            return CANCELLED, _cancel_grace_s(run_dir, grace_s)
-        if _lease_age_s(run_dir) > LEASE_FRACTION * lease_ttl_s:
-            return LEASE_LOST, min(grace_s, LEASE_GRACE_FRACTION * lease_ttl_s)
-        time.sleep(TICK_S)
+    pidfd = _pidfd(pid)
+    try:
+        while not _has_exited(pid):
+            if _Stop.requested or (run_dir / CANCEL_FILE).exists():
+                return CANCELLED, _cancel_grace_s(run_dir, grace_s)
+            if _lease_age_s(run_dir) > LEASE_FRACTION * lease_ttl_s:
+                return LEASE_LOST, min(grace_s, LEASE_GRACE_FRACTION * lease_ttl_s)
+            _nap(pidfd)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return None, 0.0
 
 
@@ -245,7 +274,118 @@ def supervise(
     write_exit(run_dir, child.wait(), reason)
 
 
+# -- the helper that forks supervisors (``--serve``) -----------------------------------------
+
+
+def _send(message: dict[str, Any]) -> None:
+    """One JSON line to the backend on stdout; silent when it is gone (it then closes stdin)."""
+    with contextlib.suppress(OSError):
+        os.write(1, (json.dumps(message) + "\n").encode())
+
+
+def _become_supervisor(request: dict[str, Any], private_fds: tuple[int, ...]) -> None:
+    """In the forked child: the same process a fresh ``python -I -S`` start would give.
+
+    ``private_fds`` are the helper's own; closing the last of them (the write end of the
+    sync pipe) tells the helper that this process has its own session.
+    """
+    code = 1
+    try:
+        os.setsid()  # its own session: signals to the helper's or the agent's group miss it
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in private_fds:
+            os.close(fd)
+        run_dir = Path(request["run_dir"])
+        log = os.open(run_dir / SUPERVISOR_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the helper's pipes are not the run's
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        supervise(
+            run_dir,
+            float(request["grace_s"]),
+            float(request["lease_ttl_s"]),
+            str(request["cwd"]),
+            list(request["command"]),
+        )
+        code = 0
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve() -> int:
+    """Fork a supervisor per request line on stdin; answer ``{"pid"}`` (or ``{"error"}``), and
+    ``{"exited", "run_id"}`` once a supervisor has ended. Exits when stdin closes (the agent
+    is gone): the supervisors, in their own sessions, go on without it."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler, so it wakes select
+    signal.set_wakeup_fd(wake_w)
+    runs: dict[int, str] = {}
+    pending = b""
+    while True:
+        ready, _, _ = select.select([0, wake_r], [], [])
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+            _reap(runs)
+        if 0 not in ready:
+            continue
+        data = os.read(0, 65536)
+        if not data:
+            return 0
+        pending += data
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            try:
+                request = json.loads(line)
+                pid = _fork_supervisor(request, (wake_r, wake_w))
+            except Exception as exc:  # noqa: BLE001 - a bad request must not end the helper
+                _send({"error": repr(exc)})
+                continue
+            runs[pid] = str(request.get("run_id", ""))
+            _send({"pid": pid})
+
+
+def _fork_supervisor(request: dict[str, Any], private_fds: tuple[int, int]) -> int:
+    """Fork; answer once the child has its own session, so the caller never sees it in ours."""
+    sync_r, sync_w = os.pipe()
+    try:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            pid = os.fork()  # with SIGTERM blocked, as the backend's Popen does
+            if pid == 0:
+                _become_supervisor(request, (*private_fds, sync_r, sync_w))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            os.close(sync_w)
+        os.read(sync_r, 1)  # EOF once the child has called setsid (or is gone)
+    finally:
+        os.close(sync_r)
+    return pid
+
+
+def _reap(runs: dict[int, str]) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send({"exited": pid, "run_id": runs.pop(pid, "")})
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--serve"]:
+        return serve()
     if len(argv) < 5:
         print(__doc__, file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ backend opts in by overriding them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -182,6 +183,13 @@ class Backend:
 
         The local backend uses it as a dead-man's switch: a run whose agent
         stops renewing is killed before the server hands it to anyone else.
+        """
+
+    def on_change(self, wake: Callable[[str], None]) -> None:
+        """Opt-in: call ``wake(run_id)``, from any thread, when an attempt may have ended.
+
+        The agent then polls that run at once instead of at its next poll interval
+        (a freed GPU is handed on sooner). Backends without it are polled as before.
         """
 
     async def live_handles(self) -> list[Handle]:

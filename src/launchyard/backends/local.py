@@ -2,7 +2,8 @@
 
 Every attempt gets a folder, ``<state_dir>/runs/<run_id>-<attempt>/``, and a
 supervisor process (:mod:`launchyard.backends._supervisor`) started in a session
-of its own. The supervisor, not the agent, is the parent of the run. Why:
+of its own, forked by a small helper process (:mod:`launchyard.backends._spawner`).
+The supervisor, not the agent, is the parent of the run. Why:
 
 - The exit status is collected by the supervisor and written to ``exit.json``,
   so it survives the agent being SIGKILLed and restarted. A restarted agent finds
@@ -35,11 +36,12 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from launchyard.backends import _supervisor as sup
+from launchyard.backends._spawner import HelperLostError, Spawner
 from launchyard.backends.base import Backend, Handle, LaunchSpec, LogChunk, Observation, Phase
 from launchyard.errors import BackendError, InvalidInputError
 
@@ -70,6 +72,10 @@ class LocalBackend(Backend):
         self.runs_dir = self.state_dir / "runs"
         self.lease_ttl_s = lease_ttl_s
         self.python = python
+        self._wake: Callable[[str], None] | None = None
+        self._spawner = Spawner(
+            python, SUPERVISOR_SCRIPT, self.state_dir / "supervisor-helper.log", self._ended
+        )
 
     # -- the interface -----------------------------------------------------------------
 
@@ -144,10 +150,17 @@ class LocalBackend(Backend):
     async def keepalive(self, handle: Handle) -> None:
         await asyncio.to_thread(self._keepalive, handle)
 
+    async def close(self) -> None:
+        """Stop the supervisor helper; the supervisors it forked, and their runs, go on."""
+        await asyncio.to_thread(self._spawner.close)
+
     async def release(self, handle: Handle) -> None:
         run_dir = self._run_dir(handle.run_id, handle.attempt)
         if run_dir is not None:
             await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+    def on_change(self, wake: Callable[[str], None]) -> None:
+        self._wake = wake
 
     async def live_handles(self) -> list[Handle]:
         """Handles of the attempts still running (supervisor alive, no end recorded).
@@ -181,7 +194,7 @@ class LocalBackend(Backend):
             os.utime(run_dir / sup.LEASE_FILE)
             # An agent killed between here and handle.json (microseconds) leaves a supervisor
             # that a later launch does not see; everything else is found again.
-            pid = self._start_supervisor(run_dir, cwd, spec.command)
+            pid = self._start_supervisor(run_dir, cwd, spec.command, spec.run_id)
             start_time = sup.process_start_time(pid)
             if start_time is None and not (run_dir / sup.EXIT_FILE).exists():
                 log = (run_dir / sup.SUPERVISOR_LOG).read_text(errors="replace")[-2000:]
@@ -195,7 +208,28 @@ class LocalBackend(Backend):
             sup.write_json_atomic(run_dir / sup.HANDLE_FILE, handle.to_json())
             return handle
 
-    def _start_supervisor(self, run_dir: Path, cwd: Path, command: list[str]) -> int:
+    def _start_supervisor(self, run_dir: Path, cwd: Path, command: list[str], run_id: str) -> int:
+        request = {
+            "run_dir": str(run_dir),
+            "grace_s": DEFAULT_GRACE_S,
+            "lease_ttl_s": self.lease_ttl_s,
+            "cwd": str(cwd),
+            "command": command,
+        }
+        try:
+            pid = self._spawner.start(run_id, request)
+        except HelperLostError as exc:
+            # A supervisor may have been forked that nobody will hear of: an expired lease
+            # makes it stop the command at its first tick, and this attempt fails.
+            with contextlib.suppress(OSError):
+                os.utime(run_dir / sup.LEASE_FILE, (0, 0))
+            raise BackendError(f"could not start the local supervisor: {exc}") from exc
+        if pid is not None:
+            return pid
+        return self._spawn_supervisor(run_dir, cwd, command, run_id)
+
+    def _spawn_supervisor(self, run_dir: Path, cwd: Path, command: list[str], run_id: str) -> int:
+        """A new interpreter per supervisor: the fallback when the helper cannot be had."""
         args = [str(run_dir), str(DEFAULT_GRACE_S), str(self.lease_ttl_s), str(cwd), *command]
         # Started with SIGTERM blocked (only this worker thread blocks it; the mask is inherited
         # through exec): the supervisor unblocks it once its handler is set, so a cancel that
@@ -216,9 +250,21 @@ class LocalBackend(Backend):
             ) from exc
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        # Reap it when it ends, so it leaves no zombie behind in a long-lived agent.
-        threading.Thread(target=proc.wait, name=f"reap-supervisor-{proc.pid}", daemon=True).start()
+        # Reap it when it ends, so it leaves no zombie behind in a long-lived agent, and tell
+        # the agent at once: the supervisor exits right after writing exit.json.
+        threading.Thread(
+            target=self._reap, args=(proc, run_id), name=f"reap-supervisor-{proc.pid}", daemon=True
+        ).start()
         return proc.pid
+
+    def _reap(self, proc: subprocess.Popen[bytes], run_id: str) -> None:
+        proc.wait()
+        self._ended(run_id)
+
+    def _ended(self, run_id: str) -> None:
+        """A supervisor exited (it writes exit.json first): tell the agent at once."""
+        if self._wake is not None:
+            self._wake(run_id)
 
     def _working_dir(self, spec: LaunchSpec, run_dir: Path) -> Path:
         configured = spec.config.get("working_dir")

@@ -105,6 +105,9 @@ class StateReport(BaseModel):
     gpu_ids: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(
         default=None, max_length=1024
     )
+    capacity: Capacity | None = None
+    """The agent's capacity after this report (an end frees its GPUs and slot): applied like a
+    heartbeat's, so the freed capacity is claimable without one."""
 
 
 class LogAppend(BaseModel):

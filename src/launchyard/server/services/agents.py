@@ -335,6 +335,12 @@ def report_state(sess: Session, who: Principal, run_id: str, report: StateReport
             f"run '{run_id}' cannot go from {current.value} to {report.state.value}",
             fields={"from": current.value, "to": report.state.value},
         )
+    if report.capacity is not None and run.agent_id is not None:
+        # The lease token proves the caller is the run's agent; the router's notify then
+        # wakes that agent's waiting claim, which can hand the freed GPUs on at once.
+        agent = sess.get(AgentRow, run.agent_id)
+        if agent is not None:
+            _update_capacity(agent, report.capacity)
     if report.handle is not None:
         run.handle = report.handle
     if report.gpu_ids is not None:
