@@ -597,7 +597,13 @@ def figure_handover(args: argparse.Namespace, work: Path) -> None:
             ("the run's process ends", by_run[prev["id"]]["end"]),
             ("exit → server has it `finished`", transition_time(prev, "finished")),
             ("→ next run `claimed`", transition_time(nxt, "claimed")),
-            ("→ `starting`", transition_time(nxt, "starting")),
+            # A quick launch goes claimed → running with no `starting` report: 0 ms here then.
+            (
+                "→ `starting`",
+                transition_time(nxt, "starting")
+                if any(t["state"] == "starting" for t in nxt["transitions"])
+                else transition_time(nxt, "claimed"),
+            ),
             ("→ `running`", transition_time(nxt, "running")),
             ("→ its first instruction", by_run[nxt["id"]]["start"]),
         ]

@@ -90,13 +90,9 @@ def test_docker_runs_get_disjoint_gpus_and_stream_logs(server: LiveServer) -> No
         assert f"queue=docker gpus={','.join(map(str, gpus))}" in text, text
         held.append(int(text.split("held=")[1].split()[0]))
     assert max(held) == 4  # two containers held all four GPUs at once, none shared
-    assert [t["state"] for t in runs[0]["transitions"]] == [
-        "queued",
-        "claimed",
-        "starting",
-        "running",
-        "finished",
-    ]
+    # `starting` is reported only when a launch takes over a second (an image pull).
+    shown = [t["state"] for t in runs[0]["transitions"] if t["state"] != "starting"]
+    assert shown == ["queued", "claimed", "running", "finished"]
 
 
 def test_docker_failures_reach_the_run_with_their_reason(server: LiveServer) -> None:

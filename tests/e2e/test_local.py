@@ -278,3 +278,15 @@ def test_secrets_reach_the_run_but_never_listings_or_logs(
     ]
     assert all("hf_live_token_123" not in text for text in shown)
     assert "token is ***" in shown[3]
+
+
+def test_a_run_past_its_time_limit_is_stopped_by_its_agent(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    live_server.cli("queue", "create", "-f", str(write(tmp_path / "q.yaml", GPU_QUEUE)))
+    live_server.start_agent("-q", "gpu", "-j", "1", "--gpus", "0")
+    run_id = launch(live_server, "--set", "gpus=0", "--time-limit", "1", "--", "sleep", "30")
+    wait_until(lambda: states(live_server, [run_id]) == ["failed"], 15)
+    run = live_server.client().get_run(run_id)
+    assert run["reason"] == "stopped at its time limit of 1 s"
+    assert run["transitions"][-1]["phase"] == "agent"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from tests.unit.server.test_agents import claim, report, setup, submit
+
+from launchyard.server import notify
 
 
 def test_an_end_report_frees_capacity_like_a_heartbeat(server) -> None:  # type: ignore[no-untyped-def]
@@ -23,7 +26,8 @@ def test_an_end_report_frees_capacity_like_a_heartbeat(server) -> None:  # type:
     assert [r["id"] for r in claim(c, agent_id, 0, 0, seq=1)["runs"]] == [second]
 
 
-def test_an_end_report_wakes_the_agents_waiting_claim(sqlite_server) -> None:  # type: ignore[no-untyped-def]
+def test_an_end_report_wakes_the_agents_waiting_claim(sqlite_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(notify, "FALLBACK_POLL_S", 30.0)  # only a wake-up answers in time
     c = sqlite_server.client()
     agent_id = setup(c, gpus=(0,), slots=1)
     first, second = submit(c, 1), submit(c, 1)
@@ -33,8 +37,10 @@ def test_an_end_report_wakes_the_agents_waiting_claim(sqlite_server) -> None:  #
         target=lambda: answer.update(claim(c, agent_id, 0, 0, seq=2, wait_s=10))
     )
     waiting.start()
+    time.sleep(0.2)  # the claim is waiting (a wake-up sooner would be answered just the same)
     capacity = {"seq": 3, "free_gpus": 1, "free_slots": 1, "gpu_holders": {}}
+    reported = time.monotonic()
     report(c, first, token, "failed", exit_code=1, capacity=capacity)
     waiting.join(timeout=10)
-    assert not waiting.is_alive()
+    assert not waiting.is_alive() and time.monotonic() - reported < 5
     assert [r["id"] for r in answer["runs"]] == [second]  # type: ignore[attr-defined]

@@ -120,11 +120,14 @@ def stop(agent_id: AgentId, state: State, who: Caller) -> None:
 @router.post("/runs/{run_id}/state", tags=["runs"])
 def report_state(run_id: str, req: StateReport, state: State, who: Caller) -> dict[str, str]:
     with state.db.session() as sess:
-        run = service.report_state(sess, who, run_id, req)
+        run, freed_by = service.report_state(sess, who, run_id, req)
         new_state = run.state
-    # A preempted run is queued again (wake its queue's claims); any report wakes followers.
+    # Any report wakes the run's followers; an end report with the agent's capacity wakes
+    # its waiting claim; a preempted run is queued again (wake its queue's claims).
     state.notifier.notify(
-        run_topic(run_id), *(claimable(run.queue_id, run.gpus) if new_state == "queued" else ())
+        run_topic(run_id),
+        *([agent_topic(freed_by)] if freed_by is not None else []),
+        *(claimable(run.queue_id, run.gpus) if new_state == "queued" else ()),
     )
     return {"state": new_state}
 

@@ -327,8 +327,12 @@ def _leased_run(sess: Session, who: Principal, run_id: str, token: str) -> RunRo
     return run
 
 
-def report_state(sess: Session, who: Principal, run_id: str, report: StateReport) -> RunRow:
+def report_state(
+    sess: Session, who: Principal, run_id: str, report: StateReport
+) -> tuple[RunRow, int | None]:
+    """Store an agent's report; also returns the agent whose capacity the report updated."""
     run = _leased_run(sess, who, run_id, report.lease_token)
+    updated = run.agent_id if report.capacity is not None else None
     current = RunState(run.state)
     if report.state not in AGENT_TRANSITIONS.get(current, frozenset()):
         raise InvalidInputError(
@@ -336,8 +340,8 @@ def report_state(sess: Session, who: Principal, run_id: str, report: StateReport
             fields={"from": current.value, "to": report.state.value},
         )
     if report.capacity is not None and run.agent_id is not None:
-        # The lease token proves the caller is the run's agent; the router's notify then
-        # wakes that agent's waiting claim, which can hand the freed GPUs on at once.
+        # The lease token proves the caller is the run's agent; the router then wakes
+        # that agent's waiting claim, which can hand the freed GPUs on at once.
         agent = sess.get(AgentRow, run.agent_id)
         if agent is not None:
             _update_capacity(agent, report.capacity)
@@ -361,17 +365,17 @@ def report_state(sess: Session, who: Principal, run_id: str, report: StateReport
             )
             run.lease_token = None
             run.lease_expires_at = None
-            return run
+            return run, updated
         _requeue(sess, run, f"requeued after preemption: {report.reason or 'preempted'}")
-        return run
+        return run, updated
     if report.state is current and report.reason is None:
-        return run  # a repeated report: nothing new to store
+        return run, updated  # a repeated report: nothing new to store
     transition(sess, run, report.state, report.reason, phase)
     if report.state.is_terminal:
         run.lease_token = None
         run.lease_expires_at = None
         run.cancel_requested = False
-    return run
+    return run, updated
 
 
 def _requeue(sess: Session, run: RunRow, reason: str) -> None:
