@@ -275,13 +275,19 @@ def simulate(
 ) -> float:
     """Makespan of launchyard's own decision procedure (``scheduling.pick``) on the mix with
     every run queued at 0 and no overhead at all: what the policy alone costs. With
-    ``limit_margin_s`` every run has a time limit of its duration plus that margin."""
+    ``limit_margin_s`` every run has a time limit of its duration plus that margin. The
+    first blocked run's ``blocked_since`` is stamped as the server's claim does."""
+    from dataclasses import replace
+
     from launchyard import scheduling
 
     def limit(i: int) -> float | None:
         return None if limit_margin_s is None else mix[i][1] + limit_margin_s
 
-    queued = [scheduling.Candidate(f"r{i}", g, 2, i, 0.0, limit(i)) for i, (g, _) in enumerate(mix)]
+    queued = [
+        scheduling.Candidate(f"r{i}", g, 2, i, time_limit_s=limit(i))
+        for i, (g, _) in enumerate(mix)
+    ]
     ends: dict[str, float] = {}
     deadlines: dict[str, float | None] = {}
     t, free = 0.0, GPUS
@@ -300,12 +306,21 @@ def simulate(
             lim = limit(i)
             deadlines[run_id] = None if lim is None else t + lim
             free -= mix[i][0]
-        queued = [c for c in queued if c.run_id not in decision.picked]
+        queued = [
+            replace(c, blocked_since=t)
+            if c.run_id == decision.first_blocked and c.blocked_since is None
+            else c
+            for c in queued
+            if c.run_id not in decision.picked
+        ]
         if not ends:
             break
         t_next = min(ends.values())
-        if queued and decision.reserved_for is None and t < reserve_after_s:
-            t_next = min(t_next, reserve_after_s)  # the head's reservation starts then
+        if decision.reserved_for is None:  # the next reservation may start before that
+            clocks = [
+                c.blocked_since + reserve_after_s for c in queued if c.blocked_since is not None
+            ]
+            t_next = min([t_next, *(x for x in clocks if x > t)])
         t = t_next
         for run_id, end in list(ends.items()):
             if end <= t:

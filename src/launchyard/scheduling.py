@@ -4,8 +4,12 @@ One decision procedure serves the server's claim and the benchmarks' simulations
 
 Order is priority, then first in, first out. A run that does not fit the free
 GPUs yet may be passed by smaller runs behind it (backfill), which keeps GPUs
-busy; but once the first blocked run has waited ``reserve_after_s`` it holds a
-*reservation*, so no run waits forever.
+busy; but once a run has stood ``reserve_after_s`` at the front of the line
+unable to start (``blocked_since``, stamped by the caller from
+``Decision.first_blocked``) it holds a *reservation*, so no run waits forever.
+The clock starts at the front of the line, not at submission: with a deep queue
+every run would otherwise be "old" by the time it reaches the front, and each
+head would reserve at once, which drains GPUs far more than fairness needs.
 
 What a reservation holds back depends on what the scheduler knows of the
 future. Runs may carry a time limit (the agent stops them when it is up), so
@@ -32,8 +36,9 @@ class Candidate:
     gpus: int
     priority_rank: int
     seq: int
-    queued_at: float
-    """When the run entered the queue (seconds, same clock as ``now``)."""
+    blocked_since: float | None = None
+    """When the run was first found at the front of the line unable to start (seconds,
+    same clock as ``now``); None until then."""
     time_limit_s: float | None = None
 
 
@@ -57,6 +62,8 @@ class Capacity:
 @dataclass(frozen=True)
 class Decision:
     picked: list[str] = field(default_factory=list)
+    first_blocked: str | None = None
+    """The first run that did not fit: the caller stamps its ``blocked_since``."""
     reserved_for: str | None = None
     starts_by: float | None = None
     """The reserved run's earliest start, when the holders' time limits tell it."""
@@ -98,6 +105,7 @@ def pick(
     held = list(capacity.held)
     picked: list[str] = []
     waiting: dict[str, str] = {}
+    first_blocked: str | None = None
     reserved_for: str | None = None
     starts_by: float | None = None
     spare = 0  # GPUs free at ``starts_by`` beyond what the reserved run needs
@@ -127,7 +135,9 @@ def pick(
                 take(cand)
                 continue
             reason = f"needs {cand.gpus} GPUs, {free_gpus} free"
-            if now - cand.queued_at >= reserve_after_s:
+            first_blocked = first_blocked or cand.run_id
+            blocked_since = now if cand.blocked_since is None else cand.blocked_since
+            if now - blocked_since >= reserve_after_s:
                 reserved_for = cand.run_id
                 starts_by, spare = earliest_start(cand.gpus, free_gpus, held, now)
                 reason += "; holds a reservation, smaller runs pass it only if they end in time"
@@ -154,7 +164,13 @@ def pick(
                 f"in {starts_by - now:.0f} s; a run that fits and whose time limit ends "
                 "before then would start now"
             )
-    return Decision(picked=picked, reserved_for=reserved_for, starts_by=starts_by, waiting=waiting)
+    return Decision(
+        picked=picked,
+        first_blocked=first_blocked,
+        reserved_for=reserved_for,
+        starts_by=starts_by,
+        waiting=waiting,
+    )
 
 
 @dataclass(frozen=True)

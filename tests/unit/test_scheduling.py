@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from launchyard.scheduling import (
     AgentView,
     Candidate,
@@ -20,7 +22,7 @@ def cand(
     seq: int,
     *,
     rank: int = 2,
-    queued_at: float = 100.0,
+    blocked_since: float | None = None,
     limit: float | None = None,
 ) -> Candidate:
     return Candidate(
@@ -28,7 +30,7 @@ def cand(
         gpus=gpus,
         priority_rank=rank,
         seq=seq,
-        queued_at=queued_at,
+        blocked_since=blocked_since,
         time_limit_s=limit,
     )
 
@@ -57,7 +59,10 @@ def test_smaller_runs_backfill_past_a_blocked_one() -> None:
 
 def test_blocked_head_gets_a_reservation_after_the_bound() -> None:
     decision = pick(
-        [cand("big", 4, 1, queued_at=0), cand("small", 1, 2)], cap(2), now=31, reserve_after_s=30
+        [cand("big", 4, 1, blocked_since=0), cand("small", 1, 2)],
+        cap(2),
+        now=31,
+        reserve_after_s=30,
     )
     assert decision.picked == []
     assert decision.reserved_for == "big"
@@ -66,13 +71,16 @@ def test_blocked_head_gets_a_reservation_after_the_bound() -> None:
 
 def test_reserved_run_starts_once_gpus_drain() -> None:
     decision = pick(
-        [cand("big", 4, 1, queued_at=0), cand("small", 1, 2)], cap(4), now=31, reserve_after_s=30
+        [cand("big", 4, 1, blocked_since=0), cand("small", 1, 2)],
+        cap(4),
+        now=31,
+        reserve_after_s=30,
     )
     assert decision.picked == ["big"]
 
 
 def test_run_larger_than_the_agent_never_blocks_others() -> None:
-    decision = pick([cand("huge", 8, 1, queued_at=0), cand("ok", 1, 2)], cap(4), now=1000)
+    decision = pick([cand("huge", 8, 1, blocked_since=0), cand("ok", 1, 2)], cap(4), now=1000)
     assert decision.picked == ["ok"]
     assert decision.reserved_for is None
     assert "has 4 in all" in decision.waiting["huge"]
@@ -88,13 +96,15 @@ def test_order_is_priority_then_fifo() -> None:
 
 
 def test_no_run_starves_under_a_stream_of_small_runs() -> None:
-    """Simulate: a 4-GPU run behind an endless stream of 1-GPU runs still starts."""
+    """Simulate: a 4-GPU run behind an endless stream of 1-GPU runs still starts.
+
+    The caller stamps ``blocked_since`` on the first blocked run, as the server's claim does."""
     now, running, seq = 0.0, [], 0
-    queue = [cand("big", 4, 0, queued_at=0)]
+    queue = [cand("big", 4, 0)]
     started_big_at = None
     while now < 200 and started_big_at is None:
         seq += 1
-        queue.append(cand(f"s{seq}", 1, seq, queued_at=now))
+        queue.append(cand(f"s{seq}", 1, seq))
         running = [(rid, g, end) for rid, g, end in running if end > now]
         free = 4 - sum(g for _, g, _ in running)
         decision = pick(ordered(queue), cap(free, slots=10), now=now, reserve_after_s=10)
@@ -104,8 +114,28 @@ def test_no_run_starves_under_a_stream_of_small_runs() -> None:
             queue.remove(c)
             if rid == "big":
                 started_big_at = now
+        queue = [
+            replace(c, blocked_since=now)
+            if c.run_id == decision.first_blocked and c.blocked_since is None
+            else c
+            for c in queue
+        ]
         now += 1
     assert started_big_at is not None and started_big_at <= 10 + 3 + 1
+
+
+def test_the_reservation_clock_starts_at_the_front_of_the_line() -> None:
+    # Queued long ago but never yet found blocked at the front: no reservation yet.
+    fresh = pick([cand("big", 4, 1), cand("small", 1, 2)], cap(2), now=1000, reserve_after_s=30)
+    assert fresh.first_blocked == "big" and fresh.reserved_for is None
+    assert fresh.picked == ["small"]
+    stamped = pick(
+        [cand("big", 4, 1, blocked_since=1000), cand("small", 1, 2)],
+        cap(2),
+        now=1030,
+        reserve_after_s=30,
+    )
+    assert stamped.reserved_for == "big" and stamped.picked == []
 
 
 def agent(**kw: object) -> AgentView:
@@ -141,7 +171,7 @@ def test_earliest_start_comes_from_the_holders_limits() -> None:
 
 
 def test_a_run_whose_limit_ends_before_the_reserved_start_passes_it() -> None:
-    runs = [cand("big", 4, 1, queued_at=0), cand("quick", 2, 2, limit=8)]
+    runs = [cand("big", 4, 1, blocked_since=0), cand("quick", 2, 2, limit=8)]
     decision = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30)
     assert decision.reserved_for == "big"
     assert decision.starts_by == 50.0
@@ -149,7 +179,7 @@ def test_a_run_whose_limit_ends_before_the_reserved_start_passes_it() -> None:
 
 
 def test_a_run_that_would_delay_the_reserved_run_waits() -> None:
-    runs = [cand("big", 4, 1, queued_at=0), cand("slow", 2, 2, limit=20), cand("open", 1, 3)]
+    runs = [cand("big", 4, 1, blocked_since=0), cand("slow", 2, 2, limit=20), cand("open", 1, 3)]
     decision = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30)
     assert decision.picked == []  # 40 + 20 > 50, and no limit at all can't be planned
     assert "can start in 10 s" in decision.waiting["slow"]
@@ -158,14 +188,14 @@ def test_a_run_that_would_delay_the_reserved_run_waits() -> None:
 
 def test_gpus_the_reserved_run_will_not_need_are_used_by_any_run() -> None:
     # big needs 3: at t=50 four are free, so one spare GPU may go to a run of any length.
-    runs = [cand("big", 3, 1, queued_at=0), cand("long", 1, 2), cand("long2", 1, 3)]
+    runs = [cand("big", 3, 1, blocked_since=0), cand("long", 1, 2), cand("long2", 1, 3)]
     decision = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30)
     assert decision.picked == ["long"]
     assert "reservation" in decision.waiting["long2"]
 
 
 def test_without_limits_on_the_holders_a_reservation_drains_the_gpus() -> None:
-    runs = [cand("big", 4, 1, queued_at=0), cand("quick", 1, 2, limit=1)]
+    runs = [cand("big", 4, 1, blocked_since=0), cand("quick", 1, 2, limit=1)]
     decision = pick(runs, cap(2, held=(Held(2, None),)), now=40, reserve_after_s=30)
     assert decision.starts_by is None
     assert decision.picked == []
@@ -173,14 +203,18 @@ def test_without_limits_on_the_holders_a_reservation_drains_the_gpus() -> None:
 
 def test_runs_picked_in_the_same_pass_count_as_holders() -> None:
     # "first" takes 2 of 4 GPUs with a 10 s limit; big (4) can then start at 110 at the latest.
-    runs = [cand("first", 2, 1, limit=10), cand("big", 4, 2, queued_at=0), cand("q", 2, 3, limit=5)]
+    runs = [
+        cand("first", 2, 1, limit=10),
+        cand("big", 4, 2, blocked_since=0),
+        cand("q", 2, 3, limit=5),
+    ]
     decision = pick(runs, cap(4), now=100, reserve_after_s=30)
     assert decision.picked == ["first", "q"]
     assert decision.starts_by == 110
 
 
 def test_explain_false_gives_the_same_picks_without_reasons() -> None:
-    runs = [cand("big", 4, 1, queued_at=0), cand("quick", 2, 2, limit=8), cand("x", 1, 3)]
+    runs = [cand("big", 4, 1, blocked_since=0), cand("quick", 2, 2, limit=8), cand("x", 1, 3)]
     full = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30)
     lean = pick(runs, cap(2, held=HELD_TILL_50), now=40, reserve_after_s=30, explain=False)
     assert lean.picked == full.picked and lean.waiting == {}

@@ -207,6 +207,9 @@ class RunRow(Base):
     """The agent stops an attempt that runs longer; the scheduler plans backfill with it."""
     deadline_at: Mapped[datetime | None]
     """When the current attempt will have been stopped at the latest (start + time limit)."""
+    blocked_since: Mapped[datetime | None]
+    """When a claim first found this queued run at the front of the line unable to start:
+    the clock of its GPU reservation (``scheduling.py``)."""
 
 
 class RunTransitionRow(Base):

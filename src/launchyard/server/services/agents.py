@@ -222,7 +222,7 @@ def pick_runs(
             RunRow.gpus,
             RunRow.priority_rank,
             RunRow.seq,
-            RunRow.queued_at,
+            RunRow.blocked_since,
             RunRow.time_limit_s,
         )
         .where(RunRow.queue_id.in_(agent.queue_ids), RunRow.state == RunState.QUEUED.value)
@@ -238,7 +238,7 @@ def pick_runs(
             gpus=row.gpus if agent_gpus.get(row.queue_id) else 0,
             priority_rank=row.priority_rank,
             seq=row.seq,
-            queued_at=row.queued_at.timestamp(),
+            blocked_since=row.blocked_since.timestamp() if row.blocked_since else None,
             time_limit_s=row.time_limit_s,
         )
         for row in sess.execute(query)
@@ -266,6 +266,13 @@ def pick_runs(
         reserve_after_s=reserve_after_s,
         explain=False,
     )
+    blocked = decision.first_blocked
+    if (
+        blocked is not None
+        and next(c for c in candidates if c.run_id == blocked).blocked_since is None
+    ):
+        # Its reservation clock starts now (once: later claims see the stamp).
+        sess.execute(update(RunRow).where(RunRow.id == blocked).values(blocked_since=at))
     return decision.picked
 
 
@@ -384,6 +391,7 @@ def _requeue(sess: Session, run: RunRow, reason: str) -> None:
     run.agent_id = None
     run.gpu_ids = []
     run.handle = None
+    run.blocked_since = None
     run.queued_at = now()
     if run.cancel_requested:
         transition(

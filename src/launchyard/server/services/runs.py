@@ -374,11 +374,14 @@ def behind_reservation(
         return None
     most_free = max(a.free_gpus for a in serving)
     fits_somewhere = any(head.gpus <= a.total_gpus for a in serving)
-    waited = now().timestamp() - head.queued_at.timestamp()
+    if head.blocked_since is None:
+        return None
+    waited = now().timestamp() - head.blocked_since.timestamp()
     if fits_somewhere and head.gpus > most_free and waited >= reserve_after_s:
         return (
             f"reserved for a bigger run: {head.id} needs {head.gpus} GPUs and holds a "
-            "reservation, so smaller runs wait behind it"
+            "reservation, so smaller runs wait behind it unless their time limits end "
+            "before it can start"
         )
     return None
 

@@ -1,4 +1,5 @@
-"""runs: an optional time limit per run, and the current attempt's deadline
+"""runs: an optional time limit per run, the current attempt's deadline, and since when
+a queued run has been blocked at the front of the line
 
 Revision ID: 0005
 Revises: 0004
@@ -23,9 +24,13 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("deadline_at", launchyard.server.tables.UTCDateTime(), nullable=True)
         )
+        batch_op.add_column(
+            sa.Column("blocked_since", launchyard.server.tables.UTCDateTime(), nullable=True)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch_op:
+        batch_op.drop_column("blocked_since")
         batch_op.drop_column("deadline_at")
         batch_op.drop_column("time_limit_s")
