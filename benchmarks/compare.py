@@ -58,19 +58,19 @@ def table(
     """Values per column, then launchyard / peer for every peer column."""
     peers_ = [c for c in columns[1:]]
     width = max([len(r[0]) for r in rows] + [20]) + 2
-    head = f"{'':<{width}}" + "".join(f"{c:>13}" for c in columns)
-    head += "".join(f"{'ly/' + p[:8]:>13}" for p in peers_) + "   better"
+    head = f"{'':<{width}}" + "".join(f"{c:>15}" for c in columns)
+    head += "".join(f"{'ly/' + p[:10]:>15}" for p in peers_) + "   better"
     print(f"\n{title}\n{'-' * len(head)}\n{head}")
     for label, values, fmt, better in rows:
         line = f"{label:<{width}}"
         for c in columns:
             v = values.get(c)
-            line += f"{(fmt.format(v) if v is not None else '—'):>13}"
+            line += f"{(fmt.format(v) if v is not None else '—'):>15}"
         ly = values.get(columns[0]) if better else None
         for p in peers_:
             v = values.get(p)
             ok = ly is not None and v not in (None, 0) and v == v and ly == ly
-            line += f"{(f'{ly / v:.2f}x' if ok else '—'):>13}"  # type: ignore[operator]
+            line += f"{(f'{ly / v:.2f}x' if ok else '—'):>15}"  # type: ignore[operator]
         print(line + f"   {better}")
     for note in notes:
         print(f"  * {note}")
