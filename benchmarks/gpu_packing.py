@@ -65,6 +65,13 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="CUDA work on NVML-found GPUs")
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument(
+        "--gpus",
+        type=int,
+        default=GPUS,
+        help="GPUs of the machine (default 4); on fewer, every ask is capped at this many: "
+        "a check of the machinery, not the packing figure",
+    )
+    parser.add_argument(
         "--reserve-after",
         type=float,
         default=RESERVE_AFTER_S,
@@ -79,7 +86,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    mix = make_mix(args.runs)
+    gpus_total = args.gpus
+    mix = [(min(g, gpus_total), d) for g, d in make_mix(args.runs)]
     margin = args.limit_margin if args.limit_margin is not None else (15.0 if args.real else 2.0)
     out = Path(os.environ.get("LAUNCHYARD_BENCH_OUT", "/tmp")) / f"packing-{os.getpid()}.jsonl"
     env = {"LAUNCHYARD_RESERVE_AFTER_S": str(args.reserve_after)}
@@ -93,7 +101,12 @@ def main() -> None:
                 "config": "gpus: '{{gpus}}'\n",
                 "variables": {
                     "gpus": {
-                        "schema": {"type": "integer", "default": 1, "minimum": 1, "maximum": GPUS}
+                        "schema": {
+                            "type": "integer",
+                            "default": 1,
+                            "minimum": 1,
+                            "maximum": gpus_total,
+                        }
                     }
                 },
             },
@@ -109,7 +122,8 @@ def main() -> None:
         submitted_at = time.time()
         if sampler:
             sampler.start()
-        stack.agent("pack", jobs=GPUS * 2, gpus="all" if args.real else "0,1,2,3")
+        declared = ",".join(str(i) for i in range(gpus_total))
+        stack.agent("pack", jobs=gpus_total * 2, gpus="all" if args.real else declared)
         while c.list_runs("default", state=["queued", "claimed", "starting", "running"], limit=1)[
             "runs"
         ]:
@@ -131,15 +145,16 @@ def main() -> None:
     first_start = min(transition_time(r, "running") for r in runs)
     last_end = max(transition_time(r, r["state"]) for r in runs)
     makespan = last_end - first_start
-    nominal_bound = max(sum(g * d for g, d in mix) / GPUS, max(d for _, d in mix))
+    nominal_bound = max(sum(g * d for g, d in mix) / gpus_total, max(d for _, d in mix))
     held = {r["id"]: transition_time(r, r["state"]) - transition_time(r, "running") for r in runs}
     gpus_of = {r["id"]: r["gpus"] for r in runs}
-    occupied_bound = max(sum(gpus_of[i] * s for i, s in held.items()) / GPUS, max(held.values()))
-    utilisation = sum(gpus_of[i] * s for i, s in held.items()) / (GPUS * makespan)
+    gpu_s = sum(gpus_of[i] * s for i, s in held.items())
+    occupied_bound = max(gpu_s / gpus_total, max(held.values()))
+    utilisation = gpu_s / (gpus_total * makespan)
     longest_wait = max(transition_time(r, "running") - submitted_at for r in runs)
 
     print(
-        f"\nGPU packing — {len(mix)} runs (1/2/4 GPUs, 1–8 s, seed 7) on {GPUS} GPUs, "
+        f"\nGPU packing — {len(mix)} runs (1/2/4 GPUs, 1–8 s, seed 7) on {gpus_total} GPUs, "
         f"{'real CUDA work' if args.real else 'sleeps'}, "
         + (f"time limits of duration + {margin:g} s" if margin >= 0 else "no time limits")
     )
