@@ -82,19 +82,24 @@ def test_claim_topics() -> None:
     }
 
 
-def test_a_waiting_claim_ignores_other_queues_and_wakes_for_its_own(
-    sqlite_server, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
-    # No fallback poll during the test: every re-attempt counted is a wake-up.
+@pytest.fixture
+def attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts claim attempts; with no fallback poll, every re-attempt is a wake-up."""
     monkeypatch.setattr(notify, "FALLBACK_POLL_S", 30.0)
-    attempts: list[int] = []
+    counted: list[int] = []
     real_claim = agents_service.claim
 
     def counting_claim(*args, **kwargs):  # type: ignore[no-untyped-def]
-        attempts.append(1)
+        counted.append(1)
         return real_claim(*args, **kwargs)
 
     monkeypatch.setattr(agents_service, "claim", counting_claim)
+    return counted
+
+
+def test_a_waiting_claim_ignores_other_queues_and_wakes_for_its_own(
+    sqlite_server, attempts: list[int]
+) -> None:  # type: ignore[no-untyped-def]
     c = sqlite_server.client()
     agent_id = setup(c)  # serves queue "gpu"
     c.create_queue("default", {"name": "other", "config": "{}"})
@@ -121,17 +126,8 @@ def test_a_waiting_claim_ignores_other_queues_and_wakes_for_its_own(
 
 
 def test_a_waiting_claim_ignores_runs_bigger_than_its_free_gpus(
-    sqlite_server, monkeypatch: pytest.MonkeyPatch
+    sqlite_server, attempts: list[int]
 ) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(notify, "FALLBACK_POLL_S", 30.0)
-    attempts: list[int] = []
-    real_claim = agents_service.claim
-
-    def counting_claim(*args, **kwargs):  # type: ignore[no-untyped-def]
-        attempts.append(1)
-        return real_claim(*args, **kwargs)
-
-    monkeypatch.setattr(agents_service, "claim", counting_claim)
     c = sqlite_server.client()
     agent_id = setup(c)
     result: dict[str, object] = {}
