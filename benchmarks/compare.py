@@ -36,10 +36,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(__file__))
 
 import peers  # noqa: E402
-from gpu_packing import make_mix  # noqa: E402
+from gpu_packing import add_packing_options, make_mix  # noqa: E402
 from harness import percentile, transition_time  # noqa: E402
-
-from launchyard.scheduling import RESERVE_AFTER_S  # noqa: E402
 
 GPUS = 4
 SLOTS = 16
@@ -650,18 +648,7 @@ def main() -> None:
     parser.add_argument("--ray-runs", type=int, help="throughput runs for Ray")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--pack-runs", type=int)
-    parser.add_argument(
-        "--reserve-after",
-        type=float,
-        default=RESERVE_AFTER_S,
-        help="seconds before a blocked run holds a reservation (the server's default)",
-    )
-    parser.add_argument(
-        "--limit-margin",
-        type=float,
-        default=2.0,
-        help="packing: each run's time limit is its duration plus this (seconds)",
-    )
+    add_packing_options(parser, margin_default=2.0)
     parser.add_argument("--depths", help="queue depths for the scale figure, e.g. 1000,10000")
     parser.add_argument("--scale-submit-runs", type=int, help="API submits timed for the rate")
     parser.add_argument("--probes", type=int, help="timings per measurement in the scale figure")

@@ -60,6 +60,24 @@ class NvmlSampler(threading.Thread):
                     self.busy[i] += 0.1
 
 
+def add_packing_options(
+    parser: argparse.ArgumentParser, margin_default: float | None, margin_help: str = ""
+) -> None:
+    """The scheduler settings of a packing run (here and in compare.py)."""
+    parser.add_argument(
+        "--reserve-after",
+        type=float,
+        default=RESERVE_AFTER_S,
+        help="seconds before a blocked run holds a reservation (the server's default)",
+    )
+    parser.add_argument(
+        "--limit-margin",
+        type=float,
+        default=margin_default,
+        help=f"each run's time limit is its duration plus this many seconds {margin_help}",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", action="store_true", help="CUDA work on NVML-found GPUs")
@@ -71,18 +89,11 @@ def main() -> None:
         help="GPUs of the machine (default 4); on fewer, every ask is capped at this many: "
         "a check of the machinery, not the packing figure",
     )
-    parser.add_argument(
-        "--reserve-after",
-        type=float,
-        default=RESERVE_AFTER_S,
-        help="seconds before a blocked run holds a reservation (the server's default)",
-    )
-    parser.add_argument(
-        "--limit-margin",
-        type=float,
-        default=None,
-        help="each run's time limit is its duration plus this many seconds (default 2, or 15 "
-        "with --real for Python, PyTorch and CUDA start-up); a negative value: no limits",
+    add_packing_options(
+        parser,
+        margin_default=None,
+        margin_help="(default 2, or 15 with --real for Python, PyTorch and CUDA start-up); "
+        "a negative value: no limits",
     )
     args = parser.parse_args()
 

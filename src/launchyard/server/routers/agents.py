@@ -65,7 +65,7 @@ async def claim(agent_id: AgentId, req: ClaimRequest, state: State, who: Caller)
     """
     settings = state.settings
 
-    def attempt(first: bool) -> tuple[ClaimResponse, frozenset[Topic]]:
+    def attempt(first: bool) -> tuple[ClaimResponse, frozenset[Topic] | None]:
         with state.db.session() as sess:
             agent = service.get_agent(sess, who, agent_id)
             result = service.claim(
@@ -76,6 +76,8 @@ async def claim(agent_id: AgentId, req: ClaimRequest, state: State, who: Caller)
                 reserve_after_s=settings.reserve_after_s,
                 is_postgres=state.db.is_postgres,
             )
+            if result.runs or result.cancel or result.draining:
+                return result, None  # answered now: nothing to wait for
             return result, service.wake_topics(sess, agent)
 
     deadline = time.monotonic() + min(req.wait_s, settings.lease_ttl_s / 2)
@@ -85,7 +87,7 @@ async def claim(agent_id: AgentId, req: ClaimRequest, state: State, who: Caller)
         result, topics = await run_in_threadpool(attempt, first)
         first = False
         remaining = deadline - time.monotonic()
-        if result.runs or result.cancel or result.draining or remaining <= 0:
+        if topics is None or remaining <= 0:
             return result
         await state.notifier.wait(version, remaining, topics)
 

@@ -157,9 +157,7 @@ def claim(
                 select(QueueRow).where(QueueRow.id.in_(agent.queue_ids))
             ).scalars()
         }
-        # GPUs count against the agent only where it assigns devices itself;
-        # on clusters the engine's scheduler places them.
-        agent_gpus = {qid: get_backend_class(q.resource).assigns_gpus for qid, q in queues.items()}
+        agent_gpus = _assigns_gpus(queues)
         at = now()
         picked = pick_runs(sess, agent, agent_gpus, at, reserve_after_s, is_postgres)
         rows = sess.execute(select(RunRow).where(RunRow.id.in_(picked))).scalars()
@@ -280,13 +278,18 @@ def wake_topics(sess: Session, agent: AgentRow) -> frozenset[Topic]:
     """What can give a claim that found nothing something to hand out (``notify.py``)."""
     if agent.free_slots <= 0 or agent.state == "draining":
         return claim_topics(agent.id, [])  # only a change of its own capacity or state
-    rows = sess.execute(
-        select(QueueRow.id, QueueRow.resource).where(QueueRow.id.in_(agent.queue_ids))
-    )
-    resources = {queue_id: resource for queue_id, resource in rows}
-    gpu_queues = [q for q, r in resources.items() if get_backend_class(r).assigns_gpus]
-    other_queues = [q for q in resources if q not in gpu_queues]
+    # sess.get: the claim just loaded these queues, so the session's identity map answers.
+    queues = [q for q in (sess.get(QueueRow, qid) for qid in agent.queue_ids) if q is not None]
+    assigns = _assigns_gpus({q.id: q for q in queues})
+    gpu_queues = [qid for qid, yes in assigns.items() if yes]
+    other_queues = [qid for qid, yes in assigns.items() if not yes]
     return claim_topics(agent.id, other_queues, gpu_queues, agent.free_gpus)
+
+
+def _assigns_gpus(queues: dict[int, QueueRow]) -> dict[int, bool]:
+    """Per queue: whether the agent counts GPUs against itself (it assigns devices), or the
+    engine's own scheduler places them (clusters)."""
+    return {qid: get_backend_class(q.resource).assigns_gpus for qid, q in queues.items()}
 
 
 def heartbeat(
