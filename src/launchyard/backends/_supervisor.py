@@ -239,6 +239,15 @@ def supervise(
         write_exit(run_dir, None, CANCELLED)  # cancelled before it started
         return
     env = json.loads((run_dir / ENV_FILE).read_text())
+
+    # The command records itself (child.json) before it execs: a supervisor killed between
+    # the fork and its own write would otherwise leave a command nobody can find to stop.
+    def record_self() -> None:  # in the child, after setsid; the supervisor is single-threaded
+        pid = os.getpid()
+        write_json_atomic(
+            run_dir / CHILD_FILE, {"pid": pid, "pgid": pid, "start_time": process_start_time(pid)}
+        )
+
     with open(run_dir / OUTPUT_LOG, "ab") as out:
         try:
             child = subprocess.Popen(
@@ -249,6 +258,7 @@ def supervise(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, to signal as a whole
+                preexec_fn=record_self,
             )
         except OSError as exc:
             out.write(f"launchyard: could not start the command: {exc}\n".encode())
@@ -256,10 +266,6 @@ def supervise(
             write_exit(run_dir, code, f"could not start the command: {exc}")
             return
     pgid = child.pid
-    write_json_atomic(
-        run_dir / CHILD_FILE,
-        {"pid": child.pid, "pgid": pgid, "start_time": process_start_time(child.pid)},
-    )
     try:
         reason, stop_grace_s = _watch(run_dir, child.pid, grace_s, lease_ttl_s)
         if reason is not None:
